@@ -1,0 +1,63 @@
+"""jaxmnist: the small, fast MNIST convnets of ../shared/seeds in JAX/Flax.
+
+Importing the package tunes the process for these tiny networks on CPU, before JAX
+starts its backend (set JAXMNIST_TUNE=0 to skip, e.g. for A/B benchmarks):
+
+* XLA flag --xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-individual_dot:
+  keeps XLA from routing each small convolution / dot through YNNPACK one by one, which
+  measured slower for 4-32 channel convolutions on this CPU;
+* glibc malloc kept from returning large buffers to the OS between steps (mallopt),
+  which otherwise costs page faults on every step for the heavier networks;
+* a persistent compilation cache (~/.cache/jaxmnist/xla, or $JAXMNIST_CACHE_DIR/xla),
+  so a second run reaches its first step without recompiling.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__version__ = "0.1.0"
+
+_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-individual_dot",)
+
+
+def cache_root() -> str:
+    """$JAXMNIST_CACHE_DIR, else $XDG_CACHE_HOME/jaxmnist, else ~/.cache/jaxmnist."""
+    if os.environ.get("JAXMNIST_CACHE_DIR"):
+        return os.environ["JAXMNIST_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxmnist")
+
+
+def _tune_malloc() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        # M_TRIM_THRESHOLD=-1, M_TOP_PAD=-2, M_MMAP_THRESHOLD=-3 (glibc malloc.h)
+        libc.mallopt(-3, 32 * 1024 * 1024)
+        libc.mallopt(-1, 1024 * 1024 * 1024)
+        libc.mallopt(-2, 256 * 1024 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
+def _tune() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in _XLA_FLAGS if f.split("=")[0] not in flags]
+    if missing:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    _tune_malloc()
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root(), "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+if os.environ.get("JAXMNIST_TUNE", "1") != "0":
+    _tune()
+

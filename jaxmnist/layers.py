@@ -1,0 +1,146 @@
+"""Layer specs and their Flax implementations.
+
+An architecture is a tuple of the small frozen specs below. The same tuple drives the
+Flax module (`models.Net`), the torchsummary-style table (`summary`), receptive-field and
+MAC arithmetic, so the three can never disagree about what a network is.
+
+Initialisation follows PyTorch's defaults so the seeds' recipes transfer unchanged:
+Conv2d/Linear weights are kaiming-uniform with a=sqrt(5), i.e. U(+-1/sqrt(fan_in)), and
+biases U(+-1/sqrt(fan_in)); BatchNorm starts at scale 1, bias 0. `init="flax"` swaps in
+flax's defaults (lecun-normal kernels, zero biases) for comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jaxmnist import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    features: int
+    kernel: int = 3
+    padding: int = 0
+    bias: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNorm:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ReLU:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool:
+    """2x2 max pool with stride 2 (every seed uses exactly this)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout:
+    rate: float
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalAvgPool:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """Flattens in PyTorch's (C, H, W) order, so a Dense layer sees torch's feature order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    features: int
+    bias: bool = True
+
+
+def torch_uniform(fan_in: int):
+    """U(+-1/sqrt(fan_in)): PyTorch's default for both weights (kaiming a=sqrt(5)) and biases."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _initializers(init: str, fan_in: int):
+    if init == "torch":
+        return torch_uniform(fan_in), torch_uniform(fan_in)
+    if init == "flax":
+        return nn.initializers.lecun_normal(), nn.initializers.zeros
+    raise ValueError(f"unknown init {init!r}: use 'torch' or 'flax'")
+
+
+class ConvLayer(nn.Module):
+    spec: Conv
+    init_scheme: str = "torch"
+
+    @nn.compact
+    def __call__(self, x):
+        k, cin = self.spec.kernel, x.shape[-1]
+        kinit, binit = _initializers(self.init_scheme, cin * k * k)
+        kernel = self.param("kernel", kinit, (k, k, cin, self.spec.features))
+        y = ops.conv2d(x, kernel, self.spec.padding)
+        if self.spec.bias:
+            y = y + self.param("bias", binit, (self.spec.features,))
+        return y
+
+
+class DenseLayer(nn.Module):
+    spec: Dense
+    init_scheme: str = "torch"
+
+    @nn.compact
+    def __call__(self, x):
+        kinit, binit = _initializers(self.init_scheme, x.shape[-1])
+        kernel = self.param("kernel", kinit, (x.shape[-1], self.spec.features))
+        y = x @ kernel
+        if self.spec.bias:
+            y = y + self.param("bias", binit, (self.spec.features,))
+        return y
+
+
+class BatchNormLayer(nn.Module):
+    """BatchNorm with PyTorch's semantics rather than flax's.
+
+    Differences that matter for transferring recipes: the running variance is updated
+    with the *unbiased* batch variance (torch does, flax does not), momentum 0.1 is the
+    weight of the new batch (flax's momentum=0.9), eps=1e-5. Statistics are computed in
+    one pass (E[x], E[x^2]) so the backward pass touches the activations once.
+    """
+
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        if train:
+            mean, var = ops.batch_moments(x)
+            if not self.is_initializing():
+                n = x.size // c
+                m = self.momentum
+                unbiased = var * (n / max(n - 1, 1))
+                ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
+                ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        mul = scale * jax.lax.rsqrt(var + self.epsilon)
+        return x * mul + (bias - mean * mul)

@@ -1,0 +1,98 @@
+"""Each seed's training recipe as a frozen dataclass, plus its step-decay schedule.
+
+A recipe is what a run is: two runs with equal recipes (and seeds) are the same run,
+which is how a workdir recognises a resumed run and refuses a different one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+
+from jaxmnist.models import check_arch
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Defaults are PyTorch's and the seeds' common ground; each arch overrides its own."""
+
+    arch: str
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0  # coupled L2, added to the gradient as torch.optim.SGD does
+    step_size: int = 0  # StepLR step in epochs; 0 = constant learning rate
+    gamma: float = 1.0
+    rotation: float = 7.0  # RandomRotation((-r, r)), nearest, fill 0
+    mean: float = 0.1307
+    std: float = 0.3081
+    init: str = "torch"
+    variant: str = "seed"
+
+    def replace(self, **changes) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self, train_examples: int | None = None) -> None:
+        """Raises ValueError with a one-line fix for values no run can use."""
+        for field in ("epochs", "batch_size"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"--{field.replace('_', '-')} must be positive, got {getattr(self, field)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if self.step_size < 0 or self.gamma <= 0:
+            raise ValueError("--step-size must be >= 0 and --gamma > 0")
+        if self.rotation < 0:
+            raise ValueError(f"--rotation must be >= 0 degrees, got {self.rotation}")
+        if train_examples is not None and self.batch_size > train_examples:
+            raise ValueError(
+                f"--batch-size {self.batch_size} is larger than the {train_examples} training "
+                "examples; lower --batch-size or raise --train-examples"
+            )
+
+
+def lr_at_epoch(recipe: Recipe, epoch) -> jnp.ndarray:
+    """StepLR: lr * gamma ** (epoch // step_size), epoch counted from 0."""
+    if recipe.step_size <= 0:
+        return jnp.asarray(recipe.lr, jnp.float32) + 0.0 * epoch
+    return recipe.lr * recipe.gamma ** (jnp.asarray(epoch) // recipe.step_size)
+
+
+def schedule(recipe: Recipe, steps_per_epoch: int):
+    """optax schedule over optimizer steps, stepped per epoch like StepLR."""
+
+    def fn(count):
+        return lr_at_epoch(recipe, count // steps_per_epoch).astype(jnp.float32)
+
+    return fn
+
+
+RECIPES: dict[str, Recipe] = {
+    # Seed 000: SGD(0.025, 0.9), StepLR(9, 0.15), batch 128, up to 20 epochs, +-7 deg.
+    "fc19k": Recipe("fc19k", epochs=20, lr=0.025, step_size=9, gamma=0.15),
+    # Seed 001: SGD(0.02, 0.9), StepLR(6, 0.1), 15 epochs, +-7 deg; batch size is not
+    # stated: 128, the size every other seed of this course uses.
+    "gap7k": Recipe("gap7k", epochs=15, lr=0.02, step_size=6, gamma=0.1),
+    # Seed 002 gives the network, batch 512 (118 batches/epoch in its log) and ~19-20
+    # epochs, but not the optimiser, schedule or transforms. Filled with the course's
+    # common recipe (SGD 0.9 momentum, +-7 deg rotation) scaled for batch 512: lr 0.05,
+    # x0.1 every 8 epochs, 20 epochs (the issue budget).
+    "fc16k": Recipe("fc16k", epochs=20, batch_size=512, lr=0.05, step_size=8, gamma=0.1),
+    # Seed 003: SGD Nesterov(0.01, 0.9), weight decay 1e-4, StepLR with an unstated step,
+    # 15 epochs, batch 128, +-7 deg. Step size 6 with gamma 0.1 (the course default).
+    "gap8k": Recipe(
+        "gap8k", epochs=15, lr=0.01, nesterov=True, weight_decay=1e-4, step_size=6, gamma=0.1
+    ),
+    # Seed 004: SGD(0.1, 0.9), no schedule, 15 epochs, batch 128, +-35 deg.
+    "gap9k": Recipe("gap9k", epochs=15, lr=0.1, rotation=35.0),
+}
+
+
+def recipe_for(arch: str) -> Recipe:
+    return RECIPES[check_arch(arch)]

@@ -1,0 +1,102 @@
+"""`python -m jaxmnist.train --arch gap8k`: train one seed architecture with its seed's recipe.
+
+Every recipe field is a flag (defaults come from the arch's recipe), so a run is
+described completely by its command line and its workdir's run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+from jaxmnist import cli
+
+_NOT_FLAGS = ("arch", "variant")
+
+
+def _recipe_flags(parser: argparse.ArgumentParser) -> None:
+    from jaxmnist.recipes import Recipe
+
+    group = parser.add_argument_group("recipe overrides (default: the arch's seed recipe)")
+    for field in dataclasses.fields(Recipe):
+        if field.name in _NOT_FLAGS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            group.add_argument(flag, type=kind, default=None)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from jaxmnist.models import ARCHS
+
+    parser = argparse.ArgumentParser(prog="python -m jaxmnist.train", description=__doc__)
+    parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="default: runs/ARCH-seedS")
+    cli.add_data_args(parser)
+    parser.add_argument("--train-examples", type=int, default=None,
+                        help="train on the first N training examples only (quick runs)")
+    parser.add_argument("--val-examples", type=int, default=0,
+                        help="hold out N training examples for model selection (default 0: the "
+                             "seeds train on all 60k; the best checkpoint needs a validation split)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNGs at the end")
+    _recipe_flags(parser)
+    return parser.parse_args(argv)
+
+
+def recipe_from_args(args: argparse.Namespace):
+    from jaxmnist.recipes import recipe_for
+
+    recipe = recipe_for(args.arch)
+    changes = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(recipe)
+        if f.name not in _NOT_FLAGS and getattr(args, f.name, None) is not None
+    }
+    return recipe.replace(**changes)
+
+
+@cli.main_wrapper
+def main(argv=None):
+    args = parse_args(argv)
+    recipe = recipe_from_args(args)
+    recipe.validate()
+    workdir = args.workdir or os.path.join("runs", f"{args.arch}-seed{args.seed}")
+    print(f"recipe: {json.dumps(recipe.to_dict())}")
+    t0 = time.perf_counter()
+    data = cli.load_data(args.dataset, args.data_dir, args.val_examples, args.train_examples)
+    print(f"data: {args.dataset} train {len(data.train)}, val {len(data.val)}, test {len(data.test)} "
+          f"({time.perf_counter() - t0:.2f}s)")
+
+    from jaxmnist import loop
+
+    config = loop.RunConfig(
+        recipe=recipe,
+        seeds=(args.seed,),
+        workdir=workdir,
+        dataset=args.dataset,
+        progress=not args.no_progress,
+        plots=not args.no_plots,
+    )
+    history = loop.run(config, data)
+    final = history[-1]
+    summary = (f"final (epoch {final['epoch']}): test accuracy {final['test_accuracy']:.2f}%, "
+               f"best test epoch {max(r['test_accuracy'] for r in history):.2f}% (for comparison "
+               f"with the seeds only; never used for selection)")
+    if "val_accuracy" in final:
+        best = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))
+        summary += (f"; best validation epoch {best['epoch']} "
+                    f"(val {best['val_accuracy']:.2f}%, test {best['test_accuracy']:.2f}%)")
+    print(summary)
+    print(f"workdir: {workdir}  wall time {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
