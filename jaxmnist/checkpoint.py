@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
@@ -60,7 +61,7 @@ def state_tree(state, keys) -> dict[str, Any]:
         "params": state.params,
         "batch_stats": state.batch_stats,
         "opt_state": state.opt_state,
-        "step": state.step,
+        "step": jnp.asarray(state.step),
         "rng": keys,
     }
 

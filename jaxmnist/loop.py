@@ -210,7 +210,7 @@ def _check_finite(losses: np.ndarray, first_step: int, epoch: int):
     flat = losses.reshape(losses.shape[0], -1)
     bad = ~np.isfinite(flat).all(axis=1)
     if bad.any():
-        at = first_step + int(np.argmax(bad))
+        at = first_step + int(np.argmax(bad)) + 1  # 1-based, as optimizer steps are counted
         raise NaNLoss(
             f"loss became NaN/inf at step {at} (epoch {epoch + 1}); stopped, the last "
             "good checkpoint is kept. Lower --lr or check the input data"

@@ -1,0 +1,208 @@
+"""Helpers shared by the benchmarks: machine description, timing summaries, tables, and
+the PyTorch-side random rotation.
+
+Imports only the standard library and numpy at module level: `time_to_accuracy.py`'s
+PyTorch worker must not pull in JAX, and `step_throughput.py` must import jaxmnist
+before JAX. jax and torch are imported lazily, inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch")
+MEAN, STD = 0.1307, 0.3081  # the seeds' Normalize((0.1307,), (0.3081,))
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def n_cores() -> int:
+    """CPUs this process may run on (the affinity mask), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_state() -> str | None:
+    """`git describe --always --dirty` of the repository (jaxmnist/ changes under us)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def jax_devices() -> list[str]:
+    import jax
+
+    return [f"{d.platform}:{d.device_kind}:{d.id}" for d in jax.devices()]
+
+
+def machine_info(with_jax: bool = True) -> dict[str, Any]:
+    """What a reader needs to compare two result files. `with_jax` imports jax."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": n_cores(),
+        "os_cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions(),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "JAXMNIST_TUNE": os.environ.get("JAXMNIST_TUNE", "1"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "git": git_state(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average": load_average(),
+    }
+    if with_jax:
+        info["device"] = jax_devices()
+    return info
+
+
+def busy_warning(load: Sequence[float] | None, cores: int) -> str | None:
+    """A note when the 1-minute load average says other work shares the cores."""
+    if load and load[0] > 0.5 * cores:
+        return (
+            f"load average {load[0]:.2f} on {cores} cores: other processes were running, "
+            "these numbers are not a clean measurement (multi-threaded PyTorch suffers most)"
+        )
+    return None
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_num(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                   right: Sequence[bool] | None = None) -> str:
+    right = right or [False] * len(headers)
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+
+    def line(values):
+        return "| " + " | ".join(
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)
+        ) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2))
+                         for w, r in zip(widths, right)) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in cells)])
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+
+def default_data_dir() -> str | None:
+    """$JAXMNIST_DATA_DIR, else ../shared/datasets/mnist beside the repo if present."""
+    env = os.environ.get("JAXMNIST_DATA_DIR")
+    if env:
+        return env
+    shared = REPO.parent / "shared" / "datasets" / "mnist"
+    return str(shared) if shared.is_dir() else None
+
+
+# --- PyTorch side --------------------------------------------------------------------
+
+
+def torch_rotate_nearest(x, angles_deg):
+    """torchvision RandomRotation's geometry with torch ops, for a batch with per-image angles.
+
+    x: (N, C, H, W) float; angles_deg: (N,) counter-clockwise degrees (PIL's convention).
+    torchvision rotates PIL images (`Image.rotate(angle, NEAREST, expand=False,
+    center=None, fillcolor=0)`): centre (W/2, H/2), each output pixel centre mapped back
+    through the inverse rotation, nearest source pixel, 0 outside. Here: affine_grid +
+    grid_sample(mode='nearest', padding_mode='zeros', align_corners=False), which maps
+    the same way; nearest rounds half-to-even where PIL floors, so a pixel can differ
+    where a source coordinate lands exactly on a pixel edge (measure zero; the tests
+    check agreement with jaxmnist.augment.rotate). Square images only (MNIST).
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    if h != w:
+        raise ValueError("torch_rotate_nearest handles square images only")
+    a = angles_deg.to(torch.float32) * (math.pi / 180.0)
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(a)
+    # output (x, y) in normalised coords (y down) -> source: PIL's inverse rotation.
+    theta = torch.stack(
+        [torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def torch_augment(images_u8, angles_deg, rotation: float):
+    """uint8 (N, 1, H, W) -> rotated (if rotation > 0), ToTensor-scaled, normalised float."""
+    x = images_u8.float().div_(255.0)
+    if rotation > 0:
+        x = torch_rotate_nearest(x, angles_deg)
+    return x.sub_(MEAN).div_(STD)
+
+
+def to_nchw(images_nhwc):
+    """numpy uint8 (N, H, W, C) -> contiguous torch uint8 (N, C, H, W)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,484 @@
+"""Training-step and inference throughput: jaxmnist's real train step vs PyTorch on CPU.
+
+    python benchmarks/step_throughput.py [--archs all|NAME...] [--batch-sizes 64 128 256 512]
+        [--repeats 5] [--steps N] [--impls jaxmnist torch-eager torch-compile]
+        [--torch-augment] [--json out.json] [--quick]
+
+For each arch and batch size, images/s of
+  * `jaxmnist`: `jaxmnist.step.make_train_fn(recipe, 1)`, the very function the trainer
+    runs, called as `state, metrics = fn(state, images, labels, idx, key)` on a synthetic
+    on-device uint8 dataset (60,000 random images and labels) with host-side int32 index
+    batches and PRNG keys precomputed outside the timed region; the step gathers the
+    batch, rotates, normalises, runs forward/backward with BatchNorm and dropout, and
+    updates SGD. `jax.block_until_ready` ends every repeat (the step is asynchronous);
+  * `torch-eager`: benchmarks/torch_reference.py's network, `make_optimizer` with the
+    recipe's hyperparameters and `train_step`, on NCHW float32 batches;
+  * `torch-compile`: the same step (forward, backward, SGD update) under torch.compile;
+    a failure is recorded in the JSON and the benchmark goes on;
+and, once per arch, inference over `--eval-images` images: `jaxmnist-eval`
+(`make_eval_fn(recipe, 1)`, batches of 1000 inside one jit) and `torch-eager-eval`
+(model.eval(), torch.no_grad(), batches of 1000).
+
+Repeats are interleaved (jaxmnist rep 1, torch rep 1, ..., jaxmnist rep 2, ...) so that
+drift in machine load hits every implementation alike; the table reports the median
+repeat and the slowest / fastest. Warm-up calls (jit / torch.compile compilation, first
+allocations) are excluded from throughput; `compile_s` is their time in excess of the
+same number of steady-state steps (the raw warm-up call times are in the JSON).
+
+Measure on a quiet machine: with other processes on the cores the numbers are noise,
+multi-threaded PyTorch collapses first (its OpenMP barriers wait for descheduled
+threads), and the output says so when the load average is high.
+"""
+
+import jaxmnist  # noqa: F401  # first: sets XLA flags and malloc options before JAX starts
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from jaxmnist import loop, models, recipes, step as step_lib  # noqa: E402
+
+IMPLS = ("jaxmnist", "torch-eager", "torch-compile")
+TRAIN_EXAMPLES = 60_000  # the synthetic on-device dataset, MNIST's training-set size
+KEY_POOL = 64  # distinct (idx, key) / torch batches, cycled through during a repeat
+TORCH_BATCH_POOL = 8
+EVAL_BATCH = 1000
+
+QUICK = dict(archs=["gap8k", "fc19k"], batch_sizes=[128], repeats=2, warmup=2,
+             target_seconds=0.2, min_steps=2, max_steps=20, eval_images=2000,
+             impls=["jaxmnist", "torch-eager"])
+DEFAULTS = dict(archs=["all"], batch_sizes=[64, 128, 256, 512], repeats=5, warmup=3,
+                target_seconds=1.5, min_steps=5, max_steps=500, eval_images=10_000,
+                impls=list(IMPLS))
+
+
+# --- runners: each times `n` calls of one implementation -------------------------------
+
+
+class Runner:
+    impl: str
+    images_per_call: int
+
+    def call(self, i: int) -> None:
+        """One step (not synchronised)."""
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        pass
+
+    def timed(self, n: int, offset: int = 0) -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            self.call(offset + i)
+        self.sync()
+        return time.perf_counter() - t0
+
+
+class JaxTrain(Runner):
+    impl = "jaxmnist"
+
+    def __init__(self, recipe: recipes.Recipe, images, labels, rng: np.random.Generator):
+        b = recipe.batch_size
+        self.images_per_call = b
+        steps_per_epoch = math.ceil(TRAIN_EXAMPLES / b)
+        self.state, _ = loop.init_models(loop.RunConfig(recipe=recipe), steps_per_epoch)
+        jax.block_until_ready(self.state)
+        self.fn = step_lib.make_train_fn(recipe, 1)
+        self.images, self.labels = images, labels
+        self.idx = [rng.integers(0, TRAIN_EXAMPLES, b).astype(np.int32) for _ in range(KEY_POOL)]
+        keys = np.asarray(jax.random.split(jax.random.PRNGKey(int(rng.integers(2**31))), KEY_POOL))
+        self.keys = [np.ascontiguousarray(k) for k in keys]  # (2,) uint32, as the trainer passes
+        self.metrics = None
+
+    def call(self, i):
+        j = i % KEY_POOL
+        self.state, self.metrics = self.fn(self.state, self.images, self.labels,
+                                           self.idx[j], self.keys[j])
+
+    def sync(self):
+        jax.block_until_ready((self.state, self.metrics))
+
+
+class JaxEval(Runner):
+    impl = "jaxmnist-eval"
+
+    def __init__(self, recipe, state, images, labels):
+        self.images_per_call = int(images.shape[0])
+        self.fn = step_lib.make_eval_fn(recipe, 1, EVAL_BATCH)
+        self.state, self.images, self.labels = state, images, labels
+        self.out = None
+
+    def call(self, i):
+        self.out = self.fn(self.state, self.images, self.labels)
+
+    def sync(self):
+        jax.block_until_ready(self.out)
+
+
+class TorchTrain(Runner):
+    """Pre-augmented batches by default; with augment=True each step also gathers its
+    uint8 batch from the dataset, rotates it (affine_grid + grid_sample, nearest) and
+    normalises, inside the timed region."""
+
+    def __init__(self, recipe, images_u8, labels, rng, compiled: bool, augment: bool):
+        import torch
+
+        import torch_reference as tr
+
+        self.impl = "torch-compile" if compiled else "torch-eager"
+        self.torch = torch
+        b = recipe.batch_size
+        self.images_per_call = b
+        self.rotation = recipe.rotation
+        torch.manual_seed(int(rng.integers(2**31)))
+        self.model = tr.TORCH_ARCHS[recipe.arch]()
+        self.opt = tr.make_optimizer(self.model, recipe.lr, recipe.momentum, recipe.nesterov,
+                                     recipe.weight_decay)
+        model, opt = self.model, self.opt
+
+        def step(x, y):
+            return tr.train_step(model, opt, x, y)
+
+        if compiled:
+            torch._dynamo.reset()
+            step = torch.compile(step, dynamic=False)
+        self.step = step
+        self.augment = augment
+        self.images_u8, self.labels = images_u8, labels  # torch (N,1,28,28) uint8, int64
+        self.idx = [torch.from_numpy(rng.integers(0, TRAIN_EXAMPLES, b)) for _ in range(KEY_POOL)]
+        self.angles = [torch.empty(b).uniform_(-self.rotation, self.rotation)
+                       for _ in range(KEY_POOL)]
+        pool = KEY_POOL if augment else TORCH_BATCH_POOL
+        self.batches = [
+            (common.torch_augment(images_u8[self.idx[j]], self.angles[j], self.rotation),
+             labels[self.idx[j]])
+            for j in range(pool)
+        ]
+
+    def call(self, i):
+        if self.augment:
+            j = i % KEY_POOL
+            x = common.torch_augment(self.images_u8[self.idx[j]], self.angles[j], self.rotation)
+            y = self.labels[self.idx[j]]
+        else:
+            x, y = self.batches[i % len(self.batches)]
+        self.step(x, y)  # returns the loss tensor; CPU torch is synchronous
+
+
+class TorchEval(Runner):
+    impl = "torch-eager-eval"
+
+    def __init__(self, arch, images_u8):
+        import torch
+
+        import torch_reference as tr
+
+        self.torch = torch
+        self.model = tr.TORCH_ARCHS[arch]().eval()
+        self.x = torch_augment_eval(images_u8)
+        self.images_per_call = int(self.x.shape[0])
+
+    def call(self, i):
+        with self.torch.no_grad():
+            for s in range(0, self.x.shape[0], EVAL_BATCH):
+                self.model(self.x[s: s + EVAL_BATCH]).argmax(1)
+
+
+def torch_augment_eval(images_u8):
+    return images_u8.float().div_(255.0).sub_(common.MEAN).div_(common.STD)
+
+
+# --- measurement ---------------------------------------------------------------------------
+
+
+def warm_up(runner: Runner, calls: int) -> list[float]:
+    """Times each of the first `calls` calls on its own (compilation happens here)."""
+    return [runner.timed(1, offset=i) for i in range(calls)]
+
+
+def choose_steps(warm: list[float], args, fixed: int | None) -> int:
+    if fixed is not None:
+        return fixed
+    est = min(warm[1:]) if len(warm) > 1 else warm[0]
+    return int(min(max(math.ceil(args.target_seconds / max(est, 1e-6)), args.min_steps),
+                   args.max_steps))
+
+
+def measure(runners: list[Runner], args, fixed_steps: int | None,
+            errors: dict[str, str]) -> list[dict]:
+    """Warm every runner up, then interleave the repeats; returns one record per runner."""
+    live, plan = [], {}
+    for r in runners:
+        try:
+            warm = warm_up(r, args.warmup)
+        except Exception as exc:  # torch.compile may fail on a machine; record and go on
+            if r.impl != "torch-compile":
+                raise
+            errors[r.impl] = f"{type(exc).__name__}: {exc}".strip()[:2000]
+            common.log(f"  {r.impl} failed during warm-up: {errors[r.impl].splitlines()[0]}")
+            continue
+        plan[r.impl] = (warm, choose_steps(warm, args, fixed_steps))
+        live.append(r)
+    times: dict[str, list[float]] = {r.impl: [] for r in live}
+    for rep in range(args.repeats):
+        for r in list(live):
+            steps = plan[r.impl][1]
+            try:
+                times[r.impl].append(r.timed(steps, offset=args.warmup + rep * steps))
+            except Exception as exc:
+                if r.impl != "torch-compile":
+                    raise
+                errors[r.impl] = f"{type(exc).__name__}: {exc}".strip()[:2000]
+                live.remove(r)
+    records = []
+    for r in live:
+        warm, steps = plan[r.impl]
+        rates = [steps * r.images_per_call / t for t in times[r.impl]]
+        median, lo, hi = common.summarize(rates)
+        call_s = r.images_per_call / median  # one steady-state call
+        records.append({
+            "impl": r.impl,
+            "images_per_s": median,
+            "min": lo,
+            "max": hi,
+            "compile_s": max(0.0, sum(warm) - len(warm) * call_s),
+            "warmup_call_s": warm,
+            "steps": steps,
+            "repeats": len(rates),
+            "images_per_call": r.images_per_call,
+        })
+    return records
+
+
+def error_record(arch, batch, impl, msg):
+    return {"arch": arch, "batch_size": batch, "impl": impl, "images_per_s": None,
+            "min": None, "max": None, "compile_s": None, "error": msg}
+
+
+def run(args) -> dict[str, Any]:
+    cores = common.n_cores()
+    machine = common.machine_info(with_jax=True)
+    warning = common.busy_warning(machine["load_average"], cores)
+    if warning:
+        common.log(f"warning: {warning}")
+
+    torch_impls = [i for i in args.impls if i.startswith("torch")]
+    torch = None
+    if torch_impls:
+        try:
+            import torch
+        except ImportError as exc:
+            common.log(f"torch not importable ({exc}); timing jaxmnist only")
+            machine["torch_error"] = str(exc)
+            args.impls = [i for i in args.impls if not i.startswith("torch")]
+    old_threads = None
+    if torch is not None:
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(args.torch_threads or cores)
+        machine["torch_threads"] = torch.get_num_threads()
+
+    rng = np.random.default_rng(args.seed)
+    images_np = rng.integers(0, 256, (TRAIN_EXAMPLES, 28, 28, 1), dtype=np.uint8)
+    labels_np = rng.integers(0, 10, TRAIN_EXAMPLES).astype(np.int32)
+    images_dev = jax.device_put(images_np)
+    labels_dev = jax.device_put(labels_np)
+    n_eval = min(args.eval_images, TRAIN_EXAMPLES)
+    eval_dev = (images_dev[:n_eval], labels_dev[:n_eval])
+    if torch is not None:
+        images_t = common.to_nchw(images_np)
+        labels_t = torch.from_numpy(labels_np.astype(np.int64))
+
+    results: list[dict] = []
+    try:
+        for arch in args.archs:
+            last_state = None
+            for batch in args.batch_sizes:
+                recipe = recipes.recipe_for(arch).replace(batch_size=batch)
+                common.log(f"{arch} batch {batch}: setting up {', '.join(args.impls)}")
+                runners: list[Runner] = []
+                errors: dict[str, str] = {}
+                jax_runner = None
+                if "jaxmnist" in args.impls:
+                    jax_runner = JaxTrain(recipe, images_dev, labels_dev, rng)
+                    runners.append(jax_runner)
+                for impl in ("torch-eager", "torch-compile"):
+                    if impl not in args.impls:
+                        continue
+                    try:
+                        runners.append(TorchTrain(recipe, images_t, labels_t, rng,
+                                                  compiled=impl == "torch-compile",
+                                                  augment=args.torch_augment))
+                    except Exception as exc:
+                        if impl == "torch-eager":
+                            raise
+                        errors[impl] = f"{type(exc).__name__}: {exc}"[:2000]
+                records = measure(runners, args, args.steps, errors)
+                for rec in records:
+                    results.append({"arch": arch, "batch_size": batch, **rec})
+                    common.log(f"  {rec['impl']:>14}: {rec['images_per_s']:,.0f} images/s "
+                               f"({rec['steps']} steps x {rec['repeats']} repeats)")
+                for impl, msg in errors.items():
+                    results.append(error_record(arch, batch, impl, msg))
+                if jax_runner is not None:
+                    last_state = jax_runner.state
+            if args.eval_images > 0:
+                common.log(f"{arch} eval over {n_eval} images")
+                runners = []
+                if "jaxmnist" in args.impls:
+                    state = last_state
+                    if state is None:
+                        state, _ = loop.init_models(
+                            loop.RunConfig(recipe=recipes.recipe_for(arch)), 1)
+                    runners.append(JaxEval(recipes.recipe_for(arch), state, *eval_dev))
+                if "torch-eager" in args.impls:
+                    runners.append(TorchEval(arch, images_t[:n_eval]))
+                eval_args = argparse.Namespace(**{**vars(args), "warmup": min(args.warmup, 2)})
+                for rec in measure(runners, eval_args, 1, {}):
+                    results.append({"arch": arch, "batch_size": EVAL_BATCH, **rec})
+    finally:
+        if old_threads is not None:
+            torch.set_num_threads(old_threads)
+
+    machine["load_average_after"] = common.load_average()
+    config = {
+        "archs": args.archs, "batch_sizes": args.batch_sizes, "repeats": args.repeats,
+        "steps": args.steps, "target_seconds": args.target_seconds, "warmup": args.warmup,
+        "impls": args.impls, "eval_images": n_eval, "torch_augment": args.torch_augment,
+        "quick": args.quick, "synthetic_data": True,
+    }
+    return {"machine": machine, "config": config, "results": results,
+            "notes": notes(args, machine, warning)}
+
+
+def notes(args, machine, warning) -> list[str]:
+    out = [
+        "Synthetic data: random uint8 images and labels (speed does not depend on pixel values).",
+        "jaxmnist: jaxmnist.step.make_train_fn(recipe, 1), the trainer's step; it includes "
+        "the batch gather from the on-device uint8 dataset, per-image random rotation, "
+        "normalisation, forward/backward with BatchNorm and dropout, and the SGD update.",
+    ]
+    if args.torch_augment:
+        out.append("torch: each step gathers its uint8 batch, rotates it (affine_grid + "
+                   "grid_sample nearest, per-image angle) and normalises inside the timed region.")
+    else:
+        out.append("torch: timed on pre-augmented float32 NCHW batches (rotation and "
+                   "normalisation done beforehand, outside the timed region): the PyTorch "
+                   "numbers exclude the augmentation cost that jaxmnist's include.")
+    out.append(f"torch threads: {machine.get('torch_threads', '-')}; torch-compile: "
+               "torch.compile(dynamic=False) of forward + backward + SGD step.")
+    out.append("compile_s: time of the warm-up calls in excess of the same number of "
+               "steady-state steps (jit/torch.compile compilation; the jax persistent "
+               "compilation cache can make it small on a second run).")
+    out.append("Eval rows: one pass over the eval images in batches of 1000.")
+    if warning:
+        out.append(f"WARNING: {warning}.")
+    return out
+
+
+def table(report: dict) -> str:
+    base = {}
+    for r in report["results"]:
+        if r["impl"] in ("torch-eager", "torch-eager-eval") and r.get("images_per_s"):
+            base[(r["arch"], r["batch_size"], r["impl"].endswith("-eval"))] = r["images_per_s"]
+    rows = []
+    for r in report["results"]:
+        if r.get("error"):
+            first = r["error"].splitlines()[0][:60]
+            rows.append([r["arch"], r["batch_size"], r["impl"], f"failed: {first}",
+                         "-", "-", "-", "-"])
+            continue
+        ref = base.get((r["arch"], r["batch_size"], r["impl"].endswith("-eval")))
+        ratio = f"{r['images_per_s'] / ref:.2f}x" if ref else "-"
+        rows.append([r["arch"], r["batch_size"], r["impl"], common.fmt_num(r["images_per_s"]),
+                     common.fmt_num(r["min"]), common.fmt_num(r["max"]),
+                     common.fmt_num(r["compile_s"], 2), ratio])
+    headers = ["arch", "batch", "impl", "images/s (median)", "min", "max", "compile s",
+               "vs torch-eager"]
+    text = common.markdown_table(headers, rows, [False, True, False, True, True, True, True, True])
+    m = report["machine"]
+    v = m["versions"]
+    lines = [
+        text, "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {', '.join(m.get('device', []))}; "
+        f"python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
+        f"optax {v['optax']}, torch {v['torch']}; XLA_FLAGS={m['XLA_FLAGS']!r}; "
+        f"git {m['git']}; {m['date']}; load average {m['load_average']} -> "
+        f"{m['load_average_after']}.",
+    ]
+    lines += [f"* {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", nargs="+", default=None,
+                   help=f"'all' or names from {', '.join(models.ARCHS)} (default all)")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=None,
+                   help="training batch sizes (default 64 128 256 512)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per repeat (default: chosen per impl from the warm-up so a "
+                        "repeat lasts about --target-seconds)")
+    p.add_argument("--target-seconds", type=float, default=None,
+                   help="repeat length when --steps is not given (default 1.5)")
+    p.add_argument("--min-steps", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed warm-up calls per impl (default 3; >= 1)")
+    p.add_argument("--impls", nargs="+", choices=IMPLS, default=None,
+                   help="implementations to time (default all three)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch-compile")
+    p.add_argument("--eval-images", type=int, default=None,
+                   help="images per inference pass (default 10000; 0 skips the eval rows)")
+    p.add_argument("--torch-augment", action="store_true",
+                   help="time torch with batch gather + rotation + normalisation per step")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads (default: the cores this process may use)")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="disable jax's persistent compilation cache (cold compile_s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="write machine info and results here")
+    p.add_argument("--quick", action="store_true",
+                   help="CI smoke: gap8k and fc19k at batch 128, 2 short repeats, no "
+                        "torch-compile, 2000 eval images (explicit flags still win)")
+    args = p.parse_args(argv)
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.archs == ["all"]:
+        args.archs = list(models.ARCHS)
+    for a in args.archs:
+        models.check_arch(a)
+    if args.no_compile:
+        args.impls = [i for i in args.impls if i != "torch-compile"]
+    if args.warmup < 1 or args.repeats < 1 or (args.steps is not None and args.steps < 1):
+        p.error("--warmup, --repeats and --steps must be >= 1")
+    if any(b < 1 for b in args.batch_sizes):
+        p.error("--batch-sizes must be positive")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.no_compile_cache:
+        jax.config.update("jax_enable_compilation_cache", False)
+    report = run(args)
+    print(table(report), flush=True)
+    if args.json:
+        common.write_json(args.json, report)
+        common.log(f"wrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""The train step, schedules, the loop on real data, resume, evaluate, and bad input."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxmnist import checkpoint, data, evaluate, loop, models, recipes, step, train
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    return data.load("mnist", mnist_dir, val_examples=0)
+
+
+def subset(ds, n_train, n_test=None, n_val=0):
+    tr, te = ds.train, ds.test
+    val = data.Split(tr.images[n_train:n_train + n_val], tr.labels[n_train:n_train + n_val])
+    n_test = n_test or len(te)
+    return dataclasses.replace(
+        ds,
+        train=data.Split(tr.images[:n_train], tr.labels[:n_train]),
+        val=val,
+        test=data.Split(te.images[:n_test], te.labels[:n_test]),
+    )
+
+
+# --- schedules and optimiser ----------------------------------------------------------
+
+
+def test_step_lr_at_boundaries():
+    spe = 469
+    fc19k = step.make_optimizer(recipes.recipe_for("fc19k"), spe)  # 0.025, x0.15 every 9
+    sched = recipes.schedule(recipes.recipe_for("fc19k"), spe)
+    assert float(sched(0)) == pytest.approx(0.025, rel=1e-7)
+    assert float(sched(9 * spe - 1)) == pytest.approx(0.025, rel=1e-7)
+    assert float(sched(9 * spe)) == pytest.approx(0.025 * 0.15, rel=1e-6)
+    assert float(sched(18 * spe - 1)) == pytest.approx(0.025 * 0.15, rel=1e-6)
+    assert float(sched(18 * spe)) == pytest.approx(0.025 * 0.15**2, rel=1e-6)
+    g7 = recipes.schedule(recipes.recipe_for("gap7k"), spe)  # 0.02, x0.1 every 6
+    assert [float(g7(e * spe)) for e in (0, 5, 6, 11, 12)] == pytest.approx(
+        [0.02, 0.02, 0.002, 0.002, 0.0002], rel=1e-6
+    )
+    assert float(g7(6 * spe - 1)) == pytest.approx(0.02, rel=1e-7)
+    g9 = recipes.schedule(recipes.recipe_for("gap9k"), spe)  # constant 0.1
+    assert float(g9(0)) == float(g9(14 * spe)) == pytest.approx(0.1, rel=1e-7)
+    assert fc19k is not None
+
+
+def _torch_sgd(param, grads, lr_of_step, momentum, nesterov, wd):
+    """torch.optim.SGD's update rule, written out (dampening 0)."""
+    buf = None
+    for t, g in enumerate(grads):
+        g = g + wd * param
+        buf = g if buf is None else momentum * buf + g
+        d = g + momentum * buf if nesterov else buf
+        param = param - lr_of_step(t) * d
+    return param
+
+
+@pytest.mark.parametrize("arch", ["gap8k", "fc19k"])
+def test_optimizer_matches_torch_sgd(arch):
+    recipe = recipes.recipe_for(arch).replace(step_size=1, gamma=0.5)
+    spe = 2
+    tx = step.make_optimizer(recipe, spe)
+    p = jnp.array([1.0, -2.0, 0.5])
+    grads = [jnp.array([0.1, 0.2, -0.3]) * (t + 1) for t in range(5)]
+    state, x = tx.init(p), p
+    for g in grads:
+        upd, state = tx.update(g, state, x)
+        x = optax.apply_updates(x, upd)
+    expected = _torch_sgd(
+        np.asarray(p), [np.asarray(g) for g in grads],
+        lambda t: recipe.lr * 0.5 ** (t // spe), recipe.momentum, recipe.nesterov, recipe.weight_decay,
+    )
+    np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-6)
+
+
+# --- one step ------------------------------------------------------------------------
+
+
+def test_one_train_step_changes_everything_it_should(mnist):
+    recipe = recipes.recipe_for("gap9k")
+    state, keys = loop.init_models(loop.RunConfig(recipe=recipe), 10)
+    fn = step.make_train_fn(recipe, 1)
+    images, labels = jnp.asarray(mnist.train.images[:256]), jnp.asarray(mnist.train.labels[:256])
+    before = jax.tree_util.tree_map(np.asarray, (state.params, state.batch_stats))
+    new, (loss, correct) = fn(state, images, labels, np.arange(64, dtype=np.int32), keys)
+    assert np.isfinite(float(loss)) and 0 <= int(correct) <= 64
+    assert int(new.step) == 1
+    for old, cur in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves((new.params, new.batch_stats))):
+        assert not np.array_equal(old, np.asarray(cur))
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHS))
+def test_few_steps_lower_the_loss(arch, mnist):
+    """Twelve steps on one real batch of 128: the loss on that batch drops steadily."""
+    recipe = recipes.recipe_for(arch).replace(rotation=0.0, lr=0.1)
+    state, keys = loop.init_models(loop.RunConfig(recipe=recipe), 10)
+    fn = step.make_train_fn(recipe, 1)
+    images, labels = jnp.asarray(mnist.train.images[:128]), jnp.asarray(mnist.train.labels[:128])
+    idx = np.arange(128, dtype=np.int32)
+    losses = []
+    for i in range(12):
+        state, (loss, _) = fn(state, images, labels, idx, jax.random.fold_in(keys, i))
+        losses.append(float(loss))
+    assert losses[-1] < 0.9 * losses[0] and losses[-1] < losses[-5], losses
+
+
+# --- the loop on real data -----------------------------------------------------------
+
+
+def test_one_epoch_on_10k_real_examples_learns(mnist, mnist_dir, tmp_path):
+    recipe = recipes.recipe_for("gap8k").replace(epochs=1, batch_size=64, lr=0.05)
+    history = loop.run(
+        loop.RunConfig(recipe=recipe, workdir=str(tmp_path / "w"), progress=False),
+        subset(mnist, 10_000),
+        log=lambda s: None,
+    )
+    assert history[0]["test_accuracy"] > 95.0, history
+    assert (tmp_path / "w" / "curves.png").stat().st_size > 0
+    assert (tmp_path / "w" / "misclassified.png").stat().st_size > 0
+    # every one of the 10,000 test images was scored
+    report, preds = evaluate.evaluate_workdir(str(tmp_path / "w"), data_dir=mnist_dir)
+    assert preds.shape == (1, 10_000)
+    assert report["models"][0]["test_accuracy"] == pytest.approx(history[0]["test_accuracy"], abs=1e-9)
+    assert sum(map(sum, report["models"][0]["confusion_matrix"])) == 10_000
+
+
+SMALL = dict(n_train=1000, n_test=500, n_val=200)  # 1000 % 128 != 0: the tail batch is kept
+
+
+def small_recipe(**kw):
+    return recipes.recipe_for("gap9k").replace(**{"epochs": 3, "lr": 0.05, **kw})
+
+
+def params_of(workdir, epoch=None):
+    ident = json.load(open(os.path.join(workdir, "run.json")))
+    recipe = recipes.Recipe(**ident["recipe"])
+    state, keys = loop.init_models(loop.RunConfig(recipe=recipe, seeds=tuple(ident["seeds"])), 8)
+    mgr = checkpoint.open_manager(os.path.join(workdir, "checkpoints"), read_only=True)
+    tree, _ = checkpoint.restore(mgr, epoch or mgr.latest_step(), checkpoint.state_tree(state, keys))
+    return tree
+
+
+def test_kill_and_resume_is_bitwise_identical(mnist, tmp_path):
+    ds = subset(mnist, **SMALL)
+    full = loop.run(loop.RunConfig(recipe=small_recipe(), workdir=str(tmp_path / "a"), progress=False,
+                                   plots=False, chunk_steps=2), ds, log=lambda s: None)
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, steps):
+        if epoch == 1 and steps >= 4:  # mid-way through the second epoch
+            raise Killed
+
+    cfg = loop.RunConfig(recipe=small_recipe(), workdir=str(tmp_path / "b"), progress=False,
+                         plots=False, chunk_steps=2)
+    with pytest.raises(Killed):
+        loop.run(cfg, ds, log=lambda s: None, on_chunk=kill)
+    assert len(loop.read_metrics(str(tmp_path / "b"))) == 1
+    messages = []
+    resumed = loop.run(cfg, ds, log=messages.append)
+    assert any("resumed" in m and "epoch 1" in m for m in messages)
+    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k and "per_s" not in k} for r in h]
+    assert strip(resumed) == strip(full)
+    a, b = params_of(str(tmp_path / "a")), params_of(str(tmp_path / "b"))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    # restoring a checkpoint reproduces the accuracy training reported for that epoch
+    # (this run's test set is a 500-image subset, so evaluate through the loop's scorer)
+    tree = params_of(str(tmp_path / "b"), 3)
+    state, _ = loop.init_models(loop.RunConfig(recipe=small_recipe()), 8)
+    state = state.replace(params=tree["params"], batch_stats=tree["batch_stats"])
+    ev = loop.evaluate(step.make_eval_fn(small_recipe(), 1), state, ds.test)
+    assert float(ev.accuracy(ds.test.labels)) == full[-1]["test_accuracy"]
+
+
+def test_best_checkpoint_is_chosen_by_validation(mnist, tmp_path):
+    ds = subset(mnist, **SMALL)
+    wd = str(tmp_path / "w")
+    hist = loop.run(loop.RunConfig(recipe=small_recipe(epochs=5), workdir=wd, progress=False, plots=False),
+                    ds, log=lambda s: None)
+    mgr = checkpoint.open_manager(os.path.join(wd, "checkpoints"), read_only=True)
+    best = max(hist, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
+    kept = set(mgr.all_steps())
+    assert {3, 4, 5} <= kept and best in kept and kept <= {3, 4, 5, best}
+    assert checkpoint.best_epoch(mgr) == best
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def cli_error(capsys, argv, module=train):
+    with pytest.raises(SystemExit) as exc:
+        module.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--arch", "lenet"], "valid: fc19k"),
+        (["--arch", "gap8k", "--epochs", "0"], "--epochs"),
+        (["--arch", "gap8k", "--batch-size", "-1"], "--batch-size"),
+        (["--arch", "gap8k", "--lr", "0"], "--lr"),
+        (["--arch", "gap8k", "--train-examples", "100", "--batch-size", "128"], "larger than the 100"),
+    ],
+)
+def test_cli_rejects_bad_values(capsys, tmp_path, mnist_dir, argv, needle):
+    err = cli_error(capsys, argv + ["--workdir", str(tmp_path / "w"), "--data-dir", mnist_dir])
+    assert needle in err
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_cli_missing_data_dir(capsys, tmp_path):
+    err = cli_error(capsys, ["--arch", "gap8k", "--data-dir", str(tmp_path / "nowhere"),
+                             "--workdir", str(tmp_path / "w")])
+    assert "nowhere" in err
+
+
+def test_workdir_of_another_run_is_refused(mnist, tmp_path):
+    ds = subset(mnist, **SMALL)
+    wd = str(tmp_path / "w")
+    loop.run(loop.RunConfig(recipe=small_recipe(epochs=1), workdir=wd, progress=False, plots=False),
+             ds, log=lambda s: None)
+    before = sorted(os.listdir(wd))
+    with pytest.raises(loop.RunError, match="lr=0.07"):
+        loop.run(loop.RunConfig(recipe=small_recipe(epochs=1, lr=0.07), workdir=wd, progress=False),
+                 ds, log=lambda s: None)
+    assert sorted(os.listdir(wd)) == before
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(loop.RunError, match="no run.json"):
+        loop.run(loop.RunConfig(recipe=small_recipe(epochs=1), workdir=str(foreign), progress=False),
+                 ds, log=lambda s: None)
+    assert os.listdir(foreign) == ["notes.txt"]
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(mnist, tmp_path):
+    ds = subset(mnist, **SMALL)
+    wd = str(tmp_path / "w")
+    cfg = loop.RunConfig(recipe=small_recipe(epochs=2), workdir=wd, progress=False, plots=False)
+    loop.run(cfg, ds, log=lambda s: None)
+    # damage the newest checkpoint's array data
+    state_dir = os.path.join(wd, "checkpoints", "2", "state")
+    for root, _, files in os.walk(state_dir):
+        for f in files:
+            path = os.path.join(root, f)
+            with open(path, "r+b") as fh:
+                fh.truncate(max(os.path.getsize(path) // 3, 1))
+    longer = dataclasses.replace(cfg, recipe=cfg.recipe)
+    messages = []
+    hist = loop.run(longer, ds, log=messages.append)
+    assert any("unreadable" in m and "epoch 2" in m for m in messages), messages
+    assert any("resumed" in m and "epoch 1" in m for m in messages), messages
+    assert [r["epoch"] for r in hist] == [1, 2]
+    assert os.listdir(os.path.join(wd, "corrupt"))  # moved aside, not deleted
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist, tmp_path):
+    ds = subset(mnist, **SMALL)
+    wd = str(tmp_path / "w")
+    # epoch 1 at lr 0.05, then x1e30: the second epoch blows up
+    recipe = small_recipe(epochs=3, step_size=1, gamma=1e30)
+    with pytest.raises(loop.NaNLoss, match=r"step \d+ \(epoch 2\)"):
+        loop.run(loop.RunConfig(recipe=recipe, workdir=wd, progress=False, plots=False), ds, log=lambda s: None)
+    mgr = checkpoint.open_manager(os.path.join(wd, "checkpoints"), read_only=True)
+    assert mgr.all_steps() == [1]
+    assert len(loop.read_metrics(wd)) == 1
+
+
+def test_evaluate_cli_errors(capsys, tmp_path):
+    err = cli_error(capsys, ["--workdir", str(tmp_path)], module=evaluate)
+    assert "run.json" in err
