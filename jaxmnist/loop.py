@@ -131,7 +131,7 @@ def _stack(trees):
 
 
 def init_models(config: RunConfig, steps_per_epoch: int):
-    """(state, run_keys): one TrainState, stacked on a leading axis when K > 1."""
+    """(state, run_keys): one TrainState, its arrays stacked on a leading axis when K > 1."""
     model = models.build(config.recipe.arch, config.recipe.init)
     states, keys = [], []
     for seed in config.seeds:
@@ -140,7 +140,10 @@ def init_models(config: RunConfig, steps_per_epoch: int):
         keys.append(run_key)
     if config.n_models == 1:
         return states[0], keys[0]
-    return _stack(states), jnp.stack(keys)
+    arrays = [(s.step, s.params, s.batch_stats, s.opt_state) for s in states]
+    step, params, batch_stats, opt_state = _stack(arrays)
+    stacked = states[0].replace(step=step, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return stacked, jnp.stack(keys)
 
 
 def epoch_plan(run_keys, epoch: int, n: int, batch: int, n_models: int):

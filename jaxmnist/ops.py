@@ -1,10 +1,24 @@
 """Numerical primitives of the networks: convolution, 2x2 max pool, dropout, BN moments.
 
-Each has a plain formulation (`*_reference`) and the one the networks use. Where they
-differ, the difference is for speed on CPU and a test checks values and gradients agree.
+Each has a plain formulation (`*_reference`) and the one the networks use. They differ
+only for speed on CPU, where these 4-32 channel networks are bound by memory traffic and
+by XLA's generic lowering of the backward passes, not by arithmetic; tests check that
+values and gradients agree. What each replacement avoids (measured in benchmarks/):
+
+* max pool: reduce_window's gradient is select-and-scatter, which XLA:CPU runs as a
+  slow scalar loop; here the gradient is four strided slices and an equality mask.
+* convolution: XLA derives the input/weight gradients as convolutions with
+  non-canonical dimension orders that hit slow paths; here both are written as ordinary
+  NHWC/HWIO convolutions (flipped kernel; batch as the contraction dimension).
+* dropout: a threefry draw per element costs more than the layer it regularises; here a
+  counter-based integer hash (murmur3's finaliser) of the element index, seeded by one
+  jax.random draw per layer, gives the keep mask.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -13,20 +27,127 @@ from jax import lax
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
+# --- convolution ----------------------------------------------------------------------
+
+
 def conv2d_reference(x, kernel, padding: int):
     return lax.conv_general_dilated(
         x, kernel, (1, 1), [(padding, padding)] * 2, dimension_numbers=_DN
     )
 
 
-conv2d = conv2d_reference
+@functools.lru_cache(maxsize=None)
+def _model_batched_conv(padding: int):
+    """conv2d_reference with a batching rule for K independent models (vmap).
+
+    vmap over both images and kernels would otherwise become one grouped convolution
+    (feature_group_count=K), which XLA:CPU runs several times slower than K ordinary
+    ones. The rule issues K ordinary convolutions instead, or one when only the
+    images (fold K into the batch) or only the kernels (stack on output channels)
+    carry the model axis.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def conv(x, kernel):
+        return conv2d_reference(x, kernel, padding)
+
+    @conv.def_vmap
+    def rule(axis_size, in_batched, x, kernel):
+        x_batched, k_batched = in_batched
+        if x_batched and k_batched:
+            outs = [conv(x[i], kernel[i]) for i in range(axis_size)]
+            return jnp.stack(outs), True
+        if x_batched:
+            k, n = x.shape[:2]
+            y = conv(x.reshape(k * n, *x.shape[2:]), kernel)
+            return y.reshape(k, n, *y.shape[1:]), True
+        cout = kernel.shape[-1]
+        wide = jnp.concatenate([kernel[i] for i in range(axis_size)], axis=-1)
+        y = conv(x, wide)
+        return jnp.moveaxis(y.reshape(*y.shape[:-1], axis_size, cout), -2, 0), True
+
+    return conv
+
+
+def conv2d_batched_models(x, kernel, padding: int):
+    return _model_batched_conv(padding)(x, kernel)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv2d(x, kernel, padding: int):
+    """Stride-1 NHWC convolution with symmetric zero padding."""
+    return conv2d_batched_models(x, kernel, padding)
+
+
+def _conv_fwd(x, kernel, padding):
+    return conv2d_batched_models(x, kernel, padding), (x, kernel)
+
+
+def _conv_bwd(padding, res, dy):
+    x, kernel = res
+    k = kernel.shape[0]
+    # dx: full correlation of dy with the spatially flipped kernel, in/out swapped.
+    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+    dx = conv2d_batched_models(dy, flipped, k - 1 - padding)
+    # dw[i, j, ci, co] = sum_{n,h,w} xpad[n, h+i, w+j, ci] dy[n, h, w, co]: a convolution
+    # of xpad (channels as batch, images as features) with dy (images as input channels).
+    if k == 1:
+        dw = jnp.einsum("nhwc,nhwd->cd", x, dy)[None, None]
+    else:
+        xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        lhs = jnp.transpose(xp, (3, 1, 2, 0))  # (Cin, Hp, Wp, N)
+        rhs = jnp.transpose(dy, (1, 2, 0, 3))  # (Ho, Wo, N, Cout)
+        dw = jnp.transpose(conv2d_batched_models(lhs, rhs, 0), (1, 2, 0, 3))  # (k, k, Cin, Cout)
+    return dx, dw
+
+
+conv2d.defvjp(_conv_fwd, _conv_bwd)
+
+
+# --- 2x2 max pool ---------------------------------------------------------------------
 
 
 def max_pool_reference(x):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
-max_pool = max_pool_reference
+def _quads(x):
+    """The four members of each 2x2 window, in row-major window order."""
+    return (x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2])
+
+
+@jax.custom_vjp
+def max_pool(x):
+    """2x2, stride 2 (even H and W, as in every seed network)."""
+    a, b, c, d = _quads(x)
+    return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
+def _pool_fwd(x):
+    y = max_pool(x)
+    return y, (x, y)
+
+
+def _pool_bwd(res, dy):
+    x, y = res
+    # The gradient goes to the first maximum of each window (as select-and-scatter and
+    # PyTorch do), so ties are not double counted.
+    taken = jnp.zeros(y.shape, bool)
+    grads = []
+    for q in _quads(x):
+        hit = (q == y) & ~taken
+        taken = taken | hit
+        grads.append(jnp.where(hit, dy, 0.0))
+    n, h, w, c = y.shape
+    top = jnp.stack(grads[:2], axis=3).reshape(n, h, 2 * w, c)
+    bottom = jnp.stack(grads[2:], axis=3).reshape(n, h, 2 * w, c)
+    return (jnp.stack([top, bottom], axis=2).reshape(n, 2 * h, 2 * w, c),)
+
+
+max_pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+# --- BatchNorm moments --------------------------------------------------------------
 
 
 def batch_moments(x):
@@ -37,9 +158,32 @@ def batch_moments(x):
     return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
 
 
+# --- dropout --------------------------------------------------------------------------
+
+
 def dropout_reference(x, rate: float, key):
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-dropout = dropout_reference
+def _mix32(h):
+    """murmur3 fmix32: a bijection of uint32 with full avalanche."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def keep_mask(key, shape, rate: float):
+    """Bernoulli(1 - rate) mask from one random word and the element counter."""
+    seed = jax.random.bits(key, (), jnp.uint32)
+    counter = lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    bits = _mix32(counter * jnp.uint32(0x9E3779B9) + seed)
+    threshold = jnp.uint32(min(int(round(rate * 2**32)), 2**32 - 1))
+    return bits >= threshold
+
+
+def dropout(x, rate: float, key):
+    keep = keep_mask(key, x.shape, rate)
+    return jnp.where(keep, x * (1.0 / (1.0 - rate)), 0.0)

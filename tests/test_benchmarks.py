@@ -1,0 +1,125 @@
+"""Smoke tests of benchmarks/: they run and write well-formed results. Nothing about speed.
+
+The benchmarks folder is not a package; its scripts are imported by path.
+"""
+
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import common  # noqa: E402
+import step_throughput  # noqa: E402  (imports jaxmnist before jax)
+import time_to_accuracy  # noqa: E402
+
+import jax.numpy as jnp  # noqa: E402
+
+from jaxmnist import augment  # noqa: E402
+
+MACHINE_KEYS = {"cpu", "cores", "device", "versions", "XLA_FLAGS", "date"}
+VERSION_KEYS = {"python", "jax", "jaxlib", "flax", "optax", "torch"}
+RESULT_KEYS = {"arch", "batch_size", "impl", "images_per_s", "min", "max", "compile_s"}
+
+
+def _positive_finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_step_throughput_tiny_run_writes_schema(tmp_path, capsys):
+    out = tmp_path / "throughput.json"
+    step_throughput.main([
+        "--archs", "gap8k", "--batch-sizes", "32", "--repeats", "2", "--steps", "2",
+        "--warmup", "1", "--impls", "jaxmnist", "torch-eager", "--eval-images", "1000",
+        "--torch-threads", "1", "--json", str(out),
+    ])
+    report = json.loads(out.read_text())
+
+    machine = report["machine"]
+    assert MACHINE_KEYS <= set(machine)
+    assert VERSION_KEYS <= set(machine["versions"])
+    assert isinstance(machine["device"], list) and machine["device"]
+    assert machine["cores"] >= 1
+
+    results = report["results"]
+    assert {r["impl"] for r in results} == {
+        "jaxmnist", "torch-eager", "jaxmnist-eval", "torch-eager-eval"}
+    for r in results:
+        assert RESULT_KEYS <= set(r), r
+        assert "error" not in r, r
+        assert r["arch"] == "gap8k"
+        for key in ("images_per_s", "min", "max"):
+            assert _positive_finite(r[key]), (key, r)
+        assert r["min"] <= r["images_per_s"] <= r["max"]
+        assert math.isfinite(r["compile_s"]) and r["compile_s"] >= 0
+    assert {r["batch_size"] for r in results if not r["impl"].endswith("-eval")} == {32}
+
+    printed = capsys.readouterr().out
+    assert "| arch" in printed and "vs torch-eager" in printed and "torch-eager-eval" in printed
+
+
+def test_torch_compile_failure_is_recorded(tmp_path, monkeypatch, capsys):
+    """A torch.compile that fails leaves an error row and the rest of the run intact."""
+
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler (simulated)")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    out = tmp_path / "t.json"
+    step_throughput.main([
+        "--archs", "gap9k", "--batch-sizes", "16", "--repeats", "1", "--steps", "1",
+        "--warmup", "1", "--impls", "torch-eager", "torch-compile", "--eval-images", "0",
+        "--torch-threads", "1", "--json", str(out),
+    ])
+    rows = {r["impl"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"torch-eager", "torch-compile"}
+    assert _positive_finite(rows["torch-eager"]["images_per_s"])
+    assert "simulated" in rows["torch-compile"]["error"]
+    assert rows["torch-compile"]["images_per_s"] is None
+    assert "failed: RuntimeError" in capsys.readouterr().out
+
+
+def test_quick_is_small():
+    args = step_throughput.parse_args(["--quick"])
+    assert len(args.archs) * len(args.batch_sizes) <= 5
+    assert args.repeats <= 2 and "torch-compile" not in args.impls
+    full = step_throughput.parse_args([])
+    assert full.repeats >= 5 and set(full.impls) == set(step_throughput.IMPLS)
+
+
+def test_torch_rotation_matches_jaxmnist():
+    """The PyTorch baselines rotate like torchvision/PIL, i.e. like jaxmnist.augment."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 28, 28, 1), dtype=np.uint8)
+    angles = np.concatenate([[0.0, 7.0, -7.0, 35.0, -35.0, 90.0],
+                             rng.uniform(-35, 35, 18)]).astype(np.float32)
+    want = np.asarray(augment.rotate(jnp.asarray(images), jnp.asarray(angles)))
+    got = common.torch_rotate_nearest(common.to_nchw(images).float(), torch.from_numpy(angles))
+    got = got.round().to(torch.uint8).numpy().transpose(0, 2, 3, 1)
+    # Only a source coordinate exactly on a pixel edge may round differently.
+    assert np.mean(got != want) <= 1e-3
+
+
+def test_time_to_accuracy_thresholds():
+    epochs = [
+        {"epoch": 1, "test_accuracy": 98.5, "elapsed_s": 10.0},
+        {"epoch": 2, "test_accuracy": 99.0, "elapsed_s": 20.0},
+        {"epoch": 3, "test_accuracy": 99.39, "elapsed_s": 30.0},
+        {"epoch": 4, "test_accuracy": 99.2, "elapsed_s": 40.0},
+    ]
+    s = time_to_accuracy.summarize_run({"impl": "x", "epochs": epochs}, [99.0, 99.4])
+    assert s["seconds_to_99.0"] == 20.0
+    assert s["seconds_to_99.4"] is None
+    assert s["final_accuracy"] == 99.2 and s["best_accuracy"] == 99.39
+    assert s["total_seconds"] == 40.0 and s["epochs_run"] == 4
+    failed = time_to_accuracy.summarize_run(
+        {"impl": "torch", "epochs": [], "error": "boom"}, [99.0])
+    assert failed["seconds_to_99.0"] is None and failed["error"] == "boom"

@@ -1,0 +1,75 @@
+"""The fast primitives equal the plain formulations, in value and gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmnist import models, ops, step, recipes, loop
+
+
+@pytest.mark.parametrize("k,pad,cin,cout,hw", [(3, 0, 1, 8, 28), (3, 1, 16, 16, 14), (1, 0, 12, 10, 24), (3, 0, 16, 120, 3)])
+def test_conv_value_and_gradients(k, pad, cin, cout, hw):
+    kx, kw, kd = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, (4, hw, hw, cin))
+    w = jax.random.normal(kw, (k, k, cin, cout)) * 0.3
+    y = ops.conv2d(x, w, pad)
+    np.testing.assert_allclose(y, ops.conv2d_reference(x, w, pad), rtol=1e-5, atol=1e-5)
+    dy = jax.random.normal(kd, y.shape)
+    fast = jax.vjp(lambda a, b: ops.conv2d(a, b, pad), x, w)[1](dy)
+    plain = jax.vjp(lambda a, b: ops.conv2d_reference(a, b, pad), x, w)[1](dy)
+    for f, p in zip(fast, plain):
+        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_value_and_gradient_with_ties():
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+    x = x.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
+    x = jax.nn.relu(x)  # and many windows of zeros
+    np.testing.assert_array_equal(ops.max_pool(x), ops.max_pool_reference(x))
+    dy = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3))
+    g_fast = jax.vjp(ops.max_pool, x)[1](dy)[0]
+    g_plain = jax.vjp(ops.max_pool_reference, x)[1](dy)[0]
+    np.testing.assert_array_equal(g_fast, g_plain)
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.05, 0.1, 0.5])
+def test_hash_dropout_statistics(rate):
+    x = jnp.ones((64, 28, 28, 16))
+    y = ops.dropout(x, rate, jax.random.PRNGKey(3))
+    kept = np.asarray(y != 0)
+    n = kept.size
+    assert abs(kept.mean() - (1 - rate)) < 5 * np.sqrt(rate * (1 - rate) / n)
+    np.testing.assert_allclose(np.asarray(y)[kept], 1 / (1 - rate), rtol=1e-6)
+    # neighbouring elements and channels are uncorrelated; keys give different masks
+    flat = kept.reshape(-1).astype(float)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01
+    other = np.asarray(ops.dropout(x, rate, jax.random.PRNGKey(4)) != 0)
+    p_differ = 2 * rate * (1 - rate)  # independent masks
+    assert abs((other != kept).mean() - p_differ) < 5 * np.sqrt(p_differ / n) + 1e-4
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHS))
+def test_network_gradients_match_plain_formulation(arch, monkeypatch):
+    """Whole-network loss gradients with the fast ops equal those with the plain ops
+    (dropout off, so the two dropout formulations do not enter)."""
+    recipe = recipes.recipe_for(arch).replace(rotation=0.0)
+    state, _ = loop.init_models(loop.RunConfig(recipe=recipe), 10)
+    x = jax.random.randint(jax.random.PRNGKey(5), (16, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    labels = jnp.arange(16) % 10
+    model = models.Net(tuple(l for l in models.ARCHS[arch]() if type(l).__name__ != "Dropout"))
+
+    def grads():
+        def loss(p):
+            lp, _ = model.apply({"params": p, "batch_stats": state.batch_stats},
+                                step.augment.normalize(x, recipe.mean, recipe.std), train=True,
+                                mutable=["batch_stats"])
+            return jnp.mean(step.nll(lp, labels))
+        return jax.grad(loss)(state.params)
+
+    fast = grads()
+    monkeypatch.setattr(ops, "conv2d", ops.conv2d_reference)
+    monkeypatch.setattr(ops, "max_pool", ops.max_pool_reference)
+    plain = grads()
+    for f, p in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(plain)):
+        np.testing.assert_allclose(f, p, rtol=2e-3, atol=2e-5)
