@@ -68,7 +68,7 @@ def render(results: list[dict]) -> str:
         per = ", ".join(f"{v:.2f}" for v in r["final_test_accuracy"]["per_seed"])
         lines.append(f"- **{r['arch']} ({r['variant']})**: final {per}; first epoch at 99.40%: {firsts}. "
                      f"Recipe: `{json.dumps({k: v for k, v in r['recipe'].items() if k not in ('arch', 'mean', 'std')})}`. "
-                     f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; {r['images_per_s_per_model']:.0f} images/s per model.")
+                     f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; {r['images_per_s_all_models']:.0f} training images/s (all seeds, {r.get('mode', 'vmap')}).")
     lines += ["", "![per-epoch test accuracy, min-max band over seeds](results/accuracy_bands.png)", ""]
     return "\n".join(lines)
 

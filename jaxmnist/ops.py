@@ -73,14 +73,31 @@ def conv2d_batched_models(x, kernel, padding: int):
     return _model_batched_conv(padding)(x, kernel)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv2d(x, kernel, padding: int):
-    """Stride-1 NHWC convolution with symmetric zero padding."""
+def _patches(x, k: int, padding: int):
+    """(N, H', W', k*k*C) windows, ordered like a flattened HWIO kernel."""
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    h, w = xp.shape[1] - k + 1, xp.shape[2] - k + 1
+    return jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)], axis=-1)
+
+
+def _forward(x, kernel, padding):
+    k, cin = kernel.shape[0], kernel.shape[2]
+    if cin == 1 and k > 1:
+        # A 1-channel input (every network's first layer) makes XLA's convolution
+        # vectorise over a single channel; as a (N*H*W, k*k) x (k*k, Cout) matmul it is
+        # ~4x faster on this CPU, and the patch tensor is only k*k floats per pixel.
+        return _patches(x, k, padding) @ kernel.reshape(k * k, -1)
     return conv2d_batched_models(x, kernel, padding)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv2d(x, kernel, padding: int):
+    """Stride-1 NHWC convolution with symmetric zero padding."""
+    return _forward(x, kernel, padding)
+
+
 def _conv_fwd(x, kernel, padding):
-    return conv2d_batched_models(x, kernel, padding), (x, kernel)
+    return _forward(x, kernel, padding), (x, kernel)
 
 
 def _conv_bwd(padding, res, dy):
@@ -93,6 +110,8 @@ def _conv_bwd(padding, res, dy):
     # of xpad (channels as batch, images as features) with dy (images as input channels).
     if k == 1:
         dw = jnp.einsum("nhwc,nhwd->cd", x, dy)[None, None]
+    elif x.shape[-1] == 1:
+        dw = jnp.einsum("nhwp,nhwd->pd", _patches(x, k, padding), dy).reshape(kernel.shape)
     else:
         xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
         lhs = jnp.transpose(xp, (3, 1, 2, 0))  # (Cin, Hp, Wp, N)

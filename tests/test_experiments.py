@@ -43,3 +43,16 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path, mnist_dir):
 def test_unknown_variant_is_a_clean_error(capsys, mnist_dir):
     assert reproduce.main(["--arch", "gap8k", "--variant", "magic", "--data-dir", mnist_dir]) == 2
     assert "magic" in capsys.readouterr().err
+
+
+def test_sequential_mode_gives_the_same_runs(tmp_path, mnist_dir):
+    common = ["--arch", "gap8k", "--data-dir", mnist_dir, "--epochs", "1", "--train-examples", "1024",
+              "--seeds", "2"]
+    assert reproduce.main(common + ["--out-dir", str(tmp_path / "v"), "--workdir", str(tmp_path / "wv")]) == 0
+    assert reproduce.main(common + ["--mode", "sequential", "--out-dir", str(tmp_path / "s"),
+                                    "--workdir", str(tmp_path / "ws")]) == 0
+    v = json.load(open(tmp_path / "v" / "gap8k.json"))
+    s = json.load(open(tmp_path / "s" / "gap8k.json"))
+    for seed in ("0", "1"):
+        np.testing.assert_allclose(v["per_epoch"][seed][0]["train_loss"], s["per_epoch"][seed][0]["train_loss"],
+                                   rtol=1e-4)
