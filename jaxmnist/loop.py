@@ -191,8 +191,14 @@ class Evaluation:
         return np.mean(self.losses, axis=-1)
 
 
-def evaluate(eval_fn, state, split: Split) -> Evaluation:
-    pred, loss = eval_fn(state, jnp.asarray(split.images), jnp.asarray(split.labels))
+def on_device(split: Split) -> tuple:
+    return jnp.asarray(split.images), jnp.asarray(split.labels)
+
+
+def evaluate(eval_fn, state, split: Split | tuple) -> Evaluation:
+    """Scores every example of a split (host Split, or its on_device() arrays)."""
+    images, labels = split if isinstance(split, tuple) else on_device(split)
+    pred, loss = eval_fn(state, images, labels)
     return Evaluation(np.asarray(pred), np.asarray(loss))
 
 
@@ -257,8 +263,9 @@ def run(
             log(f"resumed {config.workdir} from the checkpoint of epoch {start_epoch}")
         _rewrite_metrics(config.workdir, history)
 
-    train_images = jnp.asarray(data.train.images)
-    train_labels = jnp.asarray(data.train.labels)
+    train_images, train_labels = on_device(data.train)
+    val_dev = on_device(data.val) if len(data.val) else None
+    test_dev = on_device(data.test)
     train_fn = step_lib.make_train_fn(recipe, k)
     eval_fn = step_lib.make_eval_fn(recipe, k)
     tag = (lambda i: f"[seed {config.seeds[i]}] ") if k > 1 else (lambda i: "")
@@ -312,10 +319,10 @@ def run(
             "train_accuracy": _as_list(100.0 * correct_sum / n),
         }
         if len(data.val):
-            val = evaluate(eval_fn, state, data.val)
+            val = evaluate(eval_fn, state, val_dev)
             record["val_loss"] = _as_list(val.loss())
             record["val_accuracy"] = _as_list(val.accuracy(data.val.labels))
-        test = evaluate(eval_fn, state, data.test)
+        test = evaluate(eval_fn, state, test_dev)
         record["test_loss"] = _as_list(test.loss())
         record["test_accuracy"] = _as_list(test.accuracy(data.test.labels))
         record["seconds"] = time.perf_counter() - t0
@@ -356,7 +363,7 @@ def run(
         from jaxmnist import plots
 
         plots.curves(history, os.path.join(config.workdir, "curves.png"), config.seeds)
-        test = evaluate(eval_fn, state, data.test)
+        test = evaluate(eval_fn, state, test_dev)
         pred = test.predictions if k == 1 else test.predictions[0]
         plots.misclassified(
             data.test.images, data.test.labels, pred, os.path.join(config.workdir, "misclassified.png")

@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jaxmnist.train", description=__doc__)
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", default="seed",
+                        help="recipe variant: seed (the seed document's recipe) or tuned (improved within "
+                             "the seed's constraints, chosen on validation; see recipes.py)")
     parser.add_argument("--workdir", default=None, help="default: runs/ARCH-seedS")
     cli.add_data_args(parser)
     parser.add_argument("--train-examples", type=int, default=None,
@@ -52,9 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def recipe_from_args(args: argparse.Namespace):
-    from jaxmnist.recipes import recipe_for
+    from jaxmnist.recipes import variant
 
-    recipe = recipe_for(args.arch)
+    recipe = variant(args.arch, args.variant)
     changes = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(recipe)
@@ -68,7 +71,8 @@ def main(argv=None):
     args = parse_args(argv)
     recipe = recipe_from_args(args)
     recipe.validate()
-    workdir = args.workdir or os.path.join("runs", f"{args.arch}-seed{args.seed}")
+    suffix = "" if args.variant == "seed" else f"-{args.variant}"
+    workdir = args.workdir or os.path.join("runs", f"{args.arch}{suffix}-seed{args.seed}")
     print(f"recipe: {json.dumps(recipe.to_dict())}")
     t0 = time.perf_counter()
     data = cli.load_data(args.dataset, args.data_dir, args.val_examples, args.train_examples)

@@ -115,20 +115,23 @@ def test_few_steps_lower_the_loss(arch, mnist):
 # --- the loop on real data -----------------------------------------------------------
 
 
-def test_one_epoch_on_10k_real_examples_learns(mnist, mnist_dir, tmp_path):
-    recipe = recipes.recipe_for("gap8k").replace(epochs=1, batch_size=64, lr=0.05)
+def test_three_epochs_on_10k_real_examples_learn(mnist, mnist_dir, tmp_path):
+    # After one epoch on 10k images the test accuracy still swings 88-97% with the seed
+    # (BatchNorm running statistics lag); three epochs with one lr drop land at 98.5-98.7%
+    # for seeds 0-2, so 97.5% is a margin, not a tuned pass mark.
+    recipe = recipes.recipe_for("gap8k").replace(epochs=3, batch_size=64, lr=0.05, step_size=2, gamma=0.1)
     history = loop.run(
         loop.RunConfig(recipe=recipe, workdir=str(tmp_path / "w"), progress=False),
         subset(mnist, 10_000),
         log=lambda s: None,
     )
-    assert history[0]["test_accuracy"] > 95.0, history
+    assert history[-1]["test_accuracy"] > 97.5, history
     assert (tmp_path / "w" / "curves.png").stat().st_size > 0
     assert (tmp_path / "w" / "misclassified.png").stat().st_size > 0
     # every one of the 10,000 test images was scored
     report, preds = evaluate.evaluate_workdir(str(tmp_path / "w"), data_dir=mnist_dir)
     assert preds.shape == (1, 10_000)
-    assert report["models"][0]["test_accuracy"] == pytest.approx(history[0]["test_accuracy"], abs=1e-9)
+    assert report["models"][0]["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"], abs=1e-9)
     assert sum(map(sum, report["models"][0]["confusion_matrix"])) == 10_000
 
 
