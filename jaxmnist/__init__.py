@@ -54,7 +54,7 @@ def _tune() -> None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root(), "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

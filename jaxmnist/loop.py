@@ -233,6 +233,8 @@ def run(
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Trains (or resumes) and returns one metrics record per completed epoch."""
+    run_start = time.perf_counter()
+    first_step_logged = False
     recipe, k = config.recipe, config.n_models
     n = len(data.train)
     recipe.validate(n)
@@ -285,6 +287,11 @@ def run(
         pending = []  # device-side metrics not yet read; read every chunk_steps steps
         for i, (idx, keys) in enumerate(plan):
             state, metrics = train_fn(state, train_images, train_labels, idx, keys)
+            if first_step_logged is False:
+                jax.block_until_ready(metrics)
+                log(f"first step done {time.perf_counter() - run_start:.2f}s after the run started "
+                    f"(model init and compilation included)")
+                first_step_logged = True
             pending.append((idx.shape[-1], metrics))
             if len(pending) < config.chunk_steps and i + 1 < len(plan):
                 continue
