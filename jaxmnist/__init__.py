@@ -51,11 +51,17 @@ def _tune() -> None:
     if missing:
         os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
     _tune_malloc()
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root(), "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    cache = {
+        "jax_compilation_cache_dir": os.path.join(cache_root(), "xla"),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    if "jax" in sys.modules:  # too late for the environment: configure the live module
+        for name, value in cache.items():
+            sys.modules["jax"].config.update(name, value)
+    else:  # JAX reads these when it is imported; `from jaxmnist import data` stays JAX-free
+        for name, value in cache.items():
+            os.environ.setdefault(name.upper(), str(value))
 
 
 if os.environ.get("JAXMNIST_TUNE", "1") != "0":

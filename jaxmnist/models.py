@@ -74,7 +74,7 @@ def gap7k():
     1x1 (16*8 = 128 weights; with 1,152 the sum would be 8,440), and a 1x1 conv is what
     keeps 24x24 unchanged without padding; so it is 1x1, with no BN or ReLU after it, as in
     the table. The seed does not state the dropout rate: 0.05 is used, the rate of seed 004
-    (same course, same size class); the recipe's docstring records the check on validation.
+    (same course, same size class); not yet checked against alternatives on validation.
     """
     d = 0.05
     return (
