@@ -101,7 +101,12 @@ def recipe_for(arch: str) -> Recipe:
 # Improved recipes within each seed's constraints (same network, same or fewer epochs,
 # no extra data), chosen on the validation split (55k train / 5k val), reported on test
 # after retraining on all 60k. Only where the seed's own recipe falls short.
-TUNED: dict[str, Recipe] = {}
+TUNED: dict[str, Recipe] = {
+    # gap8k: the seed's recipe (lr 0.01) ends at 99.07% validation / 99.35% test (3 seeds).
+    # Searched on validation, 3 seeds each (experiments/search/gap8k/): lr 0.01 step 6:
+    # 99.07%; lr 0.02 step 8: 99.18%; lr 0.05 step 6: 99.27% (final-epoch validation means).
+    "gap8k": RECIPES["gap8k"].replace(lr=0.05, variant="tuned"),
+}
 
 VARIANTS = ("seed", "tuned")
 
