@@ -206,3 +206,12 @@ def to_nchw(images_nhwc):
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def publish(report: dict, table: str, json_path: str | None) -> dict:
+    """Prints the markdown table and, when asked, writes the JSON report."""
+    print(table, flush=True)
+    if json_path:
+        write_json(json_path, report)
+        log(f"wrote {json_path}")
+    return report

@@ -473,11 +473,7 @@ def main(argv=None) -> dict:
     if args.no_compile_cache:
         jax.config.update("jax_enable_compilation_cache", False)
     report = run(args)
-    print(table(report), flush=True)
-    if args.json:
-        common.write_json(args.json, report)
-        common.log(f"wrote {args.json}")
-    return report
+    return common.publish(report, table(report), args.json)
 
 
 if __name__ == "__main__":

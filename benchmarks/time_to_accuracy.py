@@ -342,11 +342,7 @@ def main(argv=None) -> dict | None:
                    "compile_cache": not args.no_compile_cache},
         "results": results,
     }
-    print(table(report), flush=True)
-    if args.json:
-        common.write_json(args.json, report)
-        common.log(f"wrote {args.json}")
-    return report
+    return common.publish(report, table(report), args.json)
 
 
 if __name__ == "__main__":
