@@ -89,14 +89,16 @@ class ConvLayer(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, defer_bias: bool = False):
+        """defer_bias=True returns (conv without bias, bias) for a BatchNorm to absorb."""
         k, cin = self.spec.kernel, x.shape[-1]
         kinit, binit = _initializers(self.init_scheme, cin * k * k)
         kernel = self.param("kernel", kinit, (k, k, cin, self.spec.features))
         y = ops.conv2d(x, kernel, self.spec.padding)
-        if self.spec.bias:
-            y = y + self.param("bias", binit, (self.spec.features,))
-        return y
+        bias = self.param("bias", binit, (self.spec.features,)) if self.spec.bias else None
+        if defer_bias:
+            return y, bias
+        return y if bias is None else y + bias
 
 
 class DenseLayer(nn.Module):
@@ -120,13 +122,19 @@ class BatchNormLayer(nn.Module):
     with the *unbiased* batch variance (torch does, flax does not), momentum 0.1 is the
     weight of the new batch (flax's momentum=0.9), eps=1e-5. Statistics are computed in
     one pass (E[x], E[x^2]) so the backward pass touches the activations once.
+
+    `shift`: the input is really x + shift (a per-channel constant, e.g. the bias of the
+    convolution before). In training mode a constant cancels in x - mean, so it only
+    enters the running mean; adding it to every activation first would cost a full pass
+    over the largest tensors of the network forward and another (its always-zero
+    gradient) backward.
     """
 
     momentum: float = 0.1
     epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, shift=None):
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
@@ -138,9 +146,11 @@ class BatchNormLayer(nn.Module):
                 n = x.size // c
                 m = self.momentum
                 unbiased = var * (n / max(n - 1, 1))
-                ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
+                true_mean = mean if shift is None else mean + shift
+                ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(true_mean)
                 ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
         else:
+            x = x if shift is None else x + shift
             mean, var = ra_mean.value, ra_var.value
         mul = scale * jax.lax.rsqrt(var + self.epsilon)
         return x * mul + (bias - mean * mul)
