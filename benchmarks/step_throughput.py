@@ -19,8 +19,14 @@ and, once per arch, inference over `--eval-images` images: `jaxmnist-eval`
 (`make_eval_fn(recipe, 1)`, batches of 1000 inside one jit) and `torch-eager-eval`
 (model.eval(), torch.no_grad(), batches of 1000).
 
-Repeats are interleaved (jaxmnist rep 1, torch rep 1, ..., jaxmnist rep 2, ...) so that
-drift in machine load hits every implementation alike; the table reports the median
+Each implementation runs in its own worker process (spawned by this script, which only
+coordinates): PyTorch's OpenMP threads keep spinning after each step and, in one process,
+took 15% of jaxmnist's throughput (fc19k, batch 128: 5,732 images/s alone vs 4,872 beside
+torch; OMP_WAIT_POLICY=ACTIVE: 3,096), and neither side's allocator or thread pools should
+shape the other's numbers. `--in-process` restores the single-process mode. Repeats are
+interleaved across the workers (jaxmnist rep 1, torch rep 1, ..., jaxmnist rep 2, ...),
+one worker timing while the others wait, so that drift in machine load hits every
+implementation alike; the table reports the median
 repeat and the slowest / fastest. Warm-up calls (jit / torch.compile compilation, first
 allocations) are excluded from throughput; `compile_s` is their time in excess of the
 same number of steady-state steps (the raw warm-up call times are in the JSON).
@@ -30,9 +36,15 @@ multi-threaded PyTorch collapses first (its OpenMP barriers wait for descheduled
 threads), and the output says so when the load average is high.
 """
 
-import jaxmnist  # noqa: F401  # first: sets XLA flags and malloc options before JAX starts
+import jaxmnist  # first: sets XLA flags and malloc options before JAX starts
+
+if __name__ == "__main__":
+    jaxmnist.use_huge_pages()  # as the trainer does; the workers inherit it
 
 import argparse
+import json
+import os
+import subprocess
 import math
 import sys
 import time
@@ -52,6 +64,7 @@ TRAIN_EXAMPLES = 60_000  # the synthetic on-device dataset, MNIST's training-set
 KEY_POOL = 64  # distinct (idx, key) / torch batches, cycled through during a repeat
 TORCH_BATCH_POOL = 8
 EVAL_BATCH = 1000
+SETTLE_S = 0.25  # pause before each timed repeat (OpenMP / Eigen threads spin after work)
 
 QUICK = dict(archs=["gap8k", "fc19k"], batch_sizes=[128], repeats=2, warmup=2,
              target_seconds=0.2, min_steps=2, max_steps=20, eval_images=2000,
@@ -232,6 +245,7 @@ def measure(runners: list[Runner], args, fixed_steps: int | None,
     for rep in range(args.repeats):
         for r in list(live):
             steps = plan[r.impl][1]
+            time.sleep(SETTLE_S)  # let the previous impl's spinning worker threads go idle
             try:
                 times[r.impl].append(r.timed(steps, offset=args.warmup + rep * steps))
             except Exception as exc:
@@ -264,6 +278,96 @@ def error_record(arch, batch, impl, msg):
             "min": None, "max": None, "compile_s": None, "error": msg}
 
 
+# --- runners built from a spec, in this process or in a worker process ----------------------
+
+EVAL_IMPLS = ("jaxmnist-eval", "torch-eager-eval")
+
+
+def synthetic_data(seed: int):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (TRAIN_EXAMPLES, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, TRAIN_EXAMPLES).astype(np.int32)
+    return images, labels
+
+
+def build_runner(spec: dict, data=None) -> Runner:
+    """spec: impl, arch, batch, seed, eval_images, torch_augment, torch_threads."""
+    impl, arch = spec["impl"], spec["arch"]
+    images_np, labels_np = data if data is not None else synthetic_data(spec["seed"])
+    rng = np.random.default_rng([spec["seed"], (IMPLS + EVAL_IMPLS).index(impl)])
+    recipe = recipes.recipe_for(arch).replace(batch_size=spec["batch"])
+    if impl.startswith("torch"):
+        import torch
+
+        torch.set_num_threads(spec["torch_threads"] or common.n_cores())
+        images_t = common.to_nchw(images_np)
+        if impl == "torch-eager-eval":
+            return TorchEval(arch, images_t[: spec["eval_images"]])
+        labels_t = torch.from_numpy(labels_np.astype(np.int64))
+        return TorchTrain(recipe, images_t, labels_t, rng, compiled=impl == "torch-compile",
+                          augment=spec["torch_augment"])
+    images, labels = jax.device_put(images_np), jax.device_put(labels_np)
+    if impl == "jaxmnist-eval":
+        state, _ = loop.init_models(loop.RunConfig(recipe=recipes.recipe_for(arch)), 1)
+        n = spec["eval_images"]
+        return JaxEval(recipes.recipe_for(arch), state, images[:n], labels[:n])
+    return JaxTrain(recipe, images, labels, rng)
+
+
+class WorkerRunner(Runner):
+    """A Runner living in a child process; `timed` asks it to time n calls on its own clock."""
+
+    def __init__(self, spec: dict):
+        self.impl = spec["impl"]
+        env = dict(os.environ, JAXMNIST_BENCH_WORKER="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        ready = self._receive()
+        self.images_per_call = ready["images_per_call"]
+        self.torch_threads = ready.get("torch_threads")
+
+    def _receive(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.impl} worker exited (code {self.proc.wait()}); "
+                               "its error is printed above")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def timed(self, n: int, offset: int = 0) -> float:
+        self.proc.stdin.write(json.dumps({"n": n, "offset": offset}) + "\n")
+        self.proc.stdin.flush()
+        return self._receive()["seconds"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def worker_main(spec_json: str) -> None:
+    """Builds one runner and serves {"n", "offset"} requests from stdin until EOF."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything else printed goes to stderr, not into the protocol
+    try:
+        runner = build_runner(json.loads(spec_json))
+        ready = {"images_per_call": runner.images_per_call}
+        if "torch" in sys.modules:
+            ready["torch_threads"] = sys.modules["torch"].get_num_threads()
+        proto.write(json.dumps(ready) + "\n")
+        for line in sys.stdin:
+            req = json.loads(line)
+            proto.write(json.dumps({"seconds": runner.timed(req["n"], req["offset"])}) + "\n")
+    except Exception as exc:  # reported by the parent (torch-compile may fail on a machine)
+        proto.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}) + "\n")
+
+
 def run(args) -> dict[str, Any]:
     cores = common.n_cores()
     machine = common.machine_info(with_jax=True)
@@ -271,89 +375,74 @@ def run(args) -> dict[str, Any]:
     if warning:
         common.log(f"warning: {warning}")
 
-    torch_impls = [i for i in args.impls if i.startswith("torch")]
-    torch = None
-    if torch_impls:
+    if any(i.startswith("torch") for i in args.impls):
         try:
-            import torch
+            import torch  # noqa: F401  (only to know it is there; the workers use it)
         except ImportError as exc:
             common.log(f"torch not importable ({exc}); timing jaxmnist only")
             machine["torch_error"] = str(exc)
             args.impls = [i for i in args.impls if not i.startswith("torch")]
-    old_threads = None
-    if torch is not None:
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(args.torch_threads or cores)
-        machine["torch_threads"] = torch.get_num_threads()
+    machine["isolation"] = "in-process" if args.in_process else "one worker process per impl"
+    data = synthetic_data(args.seed) if args.in_process else None
 
-    rng = np.random.default_rng(args.seed)
-    images_np = rng.integers(0, 256, (TRAIN_EXAMPLES, 28, 28, 1), dtype=np.uint8)
-    labels_np = rng.integers(0, 10, TRAIN_EXAMPLES).astype(np.int32)
-    images_dev = jax.device_put(images_np)
-    labels_dev = jax.device_put(labels_np)
-    n_eval = min(args.eval_images, TRAIN_EXAMPLES)
-    eval_dev = (images_dev[:n_eval], labels_dev[:n_eval])
-    if torch is not None:
-        images_t = common.to_nchw(images_np)
-        labels_t = torch.from_numpy(labels_np.astype(np.int64))
+    def start(spec):
+        if args.in_process:
+            return build_runner(spec, data)
+        return WorkerRunner(spec)
 
+    def stop(runners):
+        for r in runners:
+            if isinstance(r, WorkerRunner):
+                r.close()
+
+    base = {"seed": args.seed, "eval_images": min(args.eval_images, TRAIN_EXAMPLES),
+            "torch_augment": args.torch_augment, "torch_threads": args.torch_threads}
     results: list[dict] = []
-    try:
-        for arch in args.archs:
-            last_state = None
-            for batch in args.batch_sizes:
-                recipe = recipes.recipe_for(arch).replace(batch_size=batch)
-                common.log(f"{arch} batch {batch}: setting up {', '.join(args.impls)}")
-                runners: list[Runner] = []
-                errors: dict[str, str] = {}
-                jax_runner = None
-                if "jaxmnist" in args.impls:
-                    jax_runner = JaxTrain(recipe, images_dev, labels_dev, rng)
-                    runners.append(jax_runner)
-                for impl in ("torch-eager", "torch-compile"):
-                    if impl not in args.impls:
-                        continue
+    for arch in args.archs:
+        for batch in args.batch_sizes:
+            common.log(f"{arch} batch {batch}: setting up {', '.join(args.impls)}")
+            runners: list[Runner] = []
+            errors: dict[str, str] = {}
+            try:
+                for impl in args.impls:
                     try:
-                        runners.append(TorchTrain(recipe, images_t, labels_t, rng,
-                                                  compiled=impl == "torch-compile",
-                                                  augment=args.torch_augment))
+                        runners.append(start({**base, "impl": impl, "arch": arch, "batch": batch}))
                     except Exception as exc:
-                        if impl == "torch-eager":
+                        if impl != "torch-compile":
                             raise
                         errors[impl] = f"{type(exc).__name__}: {exc}"[:2000]
                 records = measure(runners, args, args.steps, errors)
-                for rec in records:
-                    results.append({"arch": arch, "batch_size": batch, **rec})
-                    common.log(f"  {rec['impl']:>14}: {rec['images_per_s']:,.0f} images/s "
-                               f"({rec['steps']} steps x {rec['repeats']} repeats)")
-                for impl, msg in errors.items():
-                    results.append(error_record(arch, batch, impl, msg))
-                if jax_runner is not None:
-                    last_state = jax_runner.state
-            if args.eval_images > 0:
-                common.log(f"{arch} eval over {n_eval} images")
-                runners = []
-                if "jaxmnist" in args.impls:
-                    state = last_state
-                    if state is None:
-                        state, _ = loop.init_models(
-                            loop.RunConfig(recipe=recipes.recipe_for(arch)), 1)
-                    runners.append(JaxEval(recipes.recipe_for(arch), state, *eval_dev))
-                if "torch-eager" in args.impls:
-                    runners.append(TorchEval(arch, images_t[:n_eval]))
+            finally:
+                stop(runners)
+            for r in runners:
+                if getattr(r, "torch_threads", None):
+                    machine["torch_threads"] = r.torch_threads
+            for rec in records:
+                results.append({"arch": arch, "batch_size": batch, **rec})
+                common.log(f"  {rec['impl']:>14}: {rec['images_per_s']:,.0f} images/s "
+                           f"({rec['steps']} steps x {rec['repeats']} repeats)")
+            for impl, msg in errors.items():
+                results.append(error_record(arch, batch, impl, msg))
+        if args.eval_images > 0:
+            common.log(f"{arch} eval over {base['eval_images']} images")
+            impls = [i for i, t in zip(EVAL_IMPLS, ("jaxmnist", "torch-eager")) if t in args.impls]
+            runners = []
+            try:
+                runners = [start({**base, "impl": i, "arch": arch, "batch": EVAL_BATCH})
+                           for i in impls]
                 eval_args = argparse.Namespace(**{**vars(args), "warmup": min(args.warmup, 2)})
-                for rec in measure(runners, eval_args, 1, {}):
-                    results.append({"arch": arch, "batch_size": EVAL_BATCH, **rec})
-    finally:
-        if old_threads is not None:
-            torch.set_num_threads(old_threads)
+                records = measure(runners, eval_args, 1, {})
+            finally:
+                stop(runners)
+            for rec in records:
+                results.append({"arch": arch, "batch_size": EVAL_BATCH, **rec})
 
     machine["load_average_after"] = common.load_average()
     config = {
         "archs": args.archs, "batch_sizes": args.batch_sizes, "repeats": args.repeats,
         "steps": args.steps, "target_seconds": args.target_seconds, "warmup": args.warmup,
-        "impls": args.impls, "eval_images": n_eval, "torch_augment": args.torch_augment,
-        "quick": args.quick, "synthetic_data": True,
+        "impls": args.impls, "eval_images": min(args.eval_images, TRAIN_EXAMPLES), "torch_augment": args.torch_augment,
+        "quick": args.quick, "synthetic_data": True, "in_process": args.in_process,
     }
     return {"machine": machine, "config": config, "results": results,
             "notes": notes(args, machine, warning)}
@@ -379,6 +468,13 @@ def notes(args, machine, warning) -> list[str]:
                "steady-state steps (jit/torch.compile compilation; the jax persistent "
                "compilation cache can make it small on a second run).")
     out.append("Eval rows: one pass over the eval images in batches of 1000.")
+    if args.in_process:
+        out.append("Isolation: every impl in one process (--in-process).")
+    else:
+        out.append("Isolation: each impl in its own worker process, timed in turn (never "
+                   "concurrently); all share the environment, including glibc's transparent "
+                   "huge pages, which the benchmark enables as the trainer does "
+                   f"(GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}).")
     if warning:
         out.append(f"WARNING: {warning}.")
     return out
@@ -446,7 +542,12 @@ def parse_args(argv=None):
                    help="torch.set_num_threads (default: the cores this process may use)")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="disable jax's persistent compilation cache (cold compile_s)")
+    p.add_argument("--in-process", action="store_true",
+                   help="time every impl in this one process (default: one worker process "
+                        "per impl, so torch's spinning OpenMP threads and allocations cannot "
+                        "slow jaxmnist, or the reverse)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--json", metavar="PATH", help="write machine info and results here")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke: gap8k and fc19k at batch 128, 2 short repeats, no "
@@ -468,10 +569,17 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> dict | None:
+    if argv is None and "--worker" in sys.argv:
+        spec = sys.argv[sys.argv.index("--worker") + 1]
+        if os.environ.get("JAXMNIST_NO_COMPILE_CACHE") == "1":
+            jax.config.update("jax_enable_compilation_cache", False)
+        worker_main(spec)
+        return None
     args = parse_args(argv)
     if args.no_compile_cache:
         jax.config.update("jax_enable_compilation_cache", False)
+        os.environ["JAXMNIST_NO_COMPILE_CACHE"] = "1"  # for the workers
     report = run(args)
     return common.publish(report, table(report), args.json)
 

@@ -346,4 +346,7 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
+    import jaxmnist
+
+    jaxmnist.use_huge_pages()  # both trainers' processes inherit it
     main()

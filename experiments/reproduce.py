@@ -188,4 +188,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    jaxmnist.use_huge_pages()
     sys.exit(main())

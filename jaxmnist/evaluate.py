@@ -124,4 +124,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import jaxmnist
+
+    jaxmnist.use_huge_pages()
     main()
