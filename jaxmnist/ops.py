@@ -11,7 +11,7 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   non-canonical dimension orders that hit slow paths; here both are written as ordinary
   NHWC/HWIO convolutions (flipped kernel; batch as the contraction dimension).
 * dropout: a threefry draw per element costs more than the layer it regularises; here a
-  counter-based integer hash (murmur3's finaliser) of the element index, seeded by one
+  counter-based integer hash (two multiply-xorshift rounds) of the element index, seeded by one
   jax.random draw per layer, gives the keep mask.
 """
 
@@ -232,22 +232,25 @@ def dropout_reference(x, rate: float, key):
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-def _mix32(h):
-    """murmur3 fmix32: a bijection of uint32 with full avalanche."""
-    h = h ^ (h >> 16)
+def _hash32(counter, seed):
+    """Two multiply-xorshift rounds of the element counter offset by the seed.
+
+    Enough mixing for a Bernoulli threshold (tests check rate, neighbour, channel and
+    row correlations, and independence across keys); one round fewer than murmur3's
+    finaliser, which measured 2.5% of gap9k's step (seven dropout layers) more.
+    """
+    h = (counter + seed) * jnp.uint32(0x9E3779B1)
+    h = h ^ (h >> 15)
     h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
+    return h ^ (h >> 13)
 
 
 def keep_mask(key, shape, rate: float):
     """Bernoulli(1 - rate) mask from one random word and the element counter."""
     seed = jax.random.bits(key, (), jnp.uint32)
     counter = lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    bits = _mix32(counter * jnp.uint32(0x9E3779B9) + seed)
     threshold = jnp.uint32(min(int(round(rate * 2**32)), 2**32 - 1))
-    return bits >= threshold
+    return _hash32(counter, seed) >= threshold
 
 
 def dropout(x, rate: float, key):

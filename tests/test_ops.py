@@ -47,7 +47,8 @@ def test_hash_dropout_statistics(rate):
     np.testing.assert_allclose(np.asarray(y)[kept], 1 / (1 - rate), rtol=1e-6)
     # neighbouring elements and channels are uncorrelated; keys give different masks
     flat = kept.reshape(-1).astype(float)
-    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01
+    for lag in (1, 2, 16, 28 * 16, 28 * 28 * 16):  # neighbour, channel, row, image strides
+        assert abs(np.corrcoef(flat[:-lag], flat[lag:])[0, 1]) < 0.01, lag
     other = np.asarray(ops.dropout(x, rate, jax.random.PRNGKey(4)) != 0)
     p_differ = 2 * rate * (1 - rate)  # independent masks
     assert abs((other != kept).mean() - p_differ) < 5 * np.sqrt(p_differ / n) + 1e-4
