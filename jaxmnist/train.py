@@ -38,9 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jaxmnist.train", description=__doc__)
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant", default="seed",
-                        help="recipe variant: seed (the seed document's recipe) or tuned (improved within "
-                             "the seed's constraints, chosen on validation; see recipes.py)")
+    parser.add_argument("--variant", default=None, choices=("seed", "tuned"),
+                        help="recipe variant: seed (the seed document's recipe) or tuned (improved "
+                             "within the seed's constraints, chosen on validation; see recipes.py). "
+                             "Default: tuned where the arch has one, else seed")
     parser.add_argument("--workdir", default=None, help="default: runs/ARCH-seedS")
     cli.add_data_args(parser)
     parser.add_argument("--train-examples", type=int, default=None,
@@ -58,6 +59,7 @@ def recipe_from_args(args: argparse.Namespace):
     from jaxmnist.recipes import variant
 
     recipe = variant(args.arch, args.variant)
+    args.variant = recipe.variant
     changes = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(recipe)
@@ -71,6 +73,9 @@ def main(argv=None):
     args = parse_args(argv)
     recipe = recipe_from_args(args)
     recipe.validate()
+    if recipe.variant != "seed":
+        print(f"recipe variant {recipe.variant!r} (chosen on validation, see jaxmnist/recipes.py); "
+              f"the seed document's own: --variant seed")
     suffix = "" if args.variant == "seed" else f"-{args.variant}"
     workdir = args.workdir or os.path.join("runs", f"{args.arch}{suffix}-seed{args.seed}")
     print(f"recipe: {json.dumps(recipe.to_dict())}")

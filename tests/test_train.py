@@ -33,6 +33,17 @@ def subset(ds, n_train, n_test=None, n_val=0):
 # --- schedules and optimiser ----------------------------------------------------------
 
 
+def test_default_recipe_is_the_tuned_one_where_it_exists():
+    for arch in models.ARCHS:
+        default = train.recipe_from_args(train.parse_args(["--arch", arch]))
+        seed = train.recipe_from_args(train.parse_args(["--arch", arch, "--variant", "seed"]))
+        assert seed == recipes.RECIPES[arch]
+        assert default == recipes.TUNED.get(arch, recipes.RECIPES[arch])
+        override = train.recipe_from_args(train.parse_args(["--arch", arch, "--lr", "0.3"]))
+        assert override == default.replace(lr=0.3)
+    assert recipes.TUNED["gap8k"].lr != recipes.RECIPES["gap8k"].lr  # 003 states lr 0.01
+
+
 def test_step_lr_at_boundaries():
     spe = 469
     fc19k = step.make_optimizer(recipes.recipe_for("fc19k"), spe)  # 0.025, x0.15 every 9
