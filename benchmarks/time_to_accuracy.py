@@ -27,7 +27,7 @@ reported time to a threshold is the first epoch whose test accuracy reaches it
   worker processes over PIL images), ToTensor scaling and Normalize(0.1307, 0.3081);
   torch.set_num_threads(cores). The PyTorch process never imports JAX.
 
-Both use the recipe of `jaxmnist.recipes.recipe_for(arch)`; `--train-examples` trains
+Both use the recipe `python -m jaxmnist.train --arch ARCH [--variant V]` would use; `--train-examples` trains
 both on the same fixed random subset (a smoke setting: no threshold will be reached).
 """
 
@@ -272,6 +272,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="gap8k")
+    p.add_argument("--variant", choices=("seed", "tuned"), default=None,
+                   help="recipe variant (default: the trainer's default for the arch)")
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="cap on epochs (StepLR depends only on the epoch, so a capped run "
@@ -319,7 +321,7 @@ def main(argv=None) -> dict | None:
     # The recipe comes from jaxmnist (importing it imports jax, in this idle parent only).
     from jaxmnist import recipes
 
-    recipe = recipes.recipe_for(args.arch)
+    recipe = recipes.variant(args.arch, args.variant)
     epochs = args.epochs or recipe.epochs
     if args.max_epochs:
         epochs = min(epochs, args.max_epochs)
