@@ -226,6 +226,18 @@ def _check_finite(losses: np.ndarray, first_step: int, epoch: int):
         )
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; 10 ms resolution), else None."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def run(
     config: RunConfig,
     data: Dataset,
@@ -289,8 +301,10 @@ def run(
             state, metrics = train_fn(state, train_images, train_labels, idx, keys)
             if first_step_logged is False:
                 jax.block_until_ready(metrics)
-                log(f"first step done {time.perf_counter() - run_start:.2f}s after the run started "
-                    f"(model init and compilation included)")
+                age = process_age()
+                since = f", {age:.2f}s after the process started" if age is not None else ""
+                log(f"first step done {time.perf_counter() - run_start:.2f}s after the run "
+                    f"started{since} (model init and compilation included)")
                 first_step_logged = True
             pending.append((idx.shape[-1], metrics))
             if len(pending) < config.chunk_steps and i + 1 < len(plan):
