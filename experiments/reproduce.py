@@ -46,7 +46,21 @@ def machine_info() -> dict:
         "flax": flax.__version__,
         "optax": optax.__version__,
         "jaxmnist": jaxmnist.__version__,
+        "git": _git_describe(),
+        "huge_pages": "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""),
     }
+
+
+def _git_describe() -> str | None:
+    """The code that produced a result file (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", HERE, "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def summarize(history: list[dict], seeds: list[int]) -> dict:
