@@ -132,7 +132,7 @@ def _stack(trees):
 
 def init_models(config: RunConfig, steps_per_epoch: int):
     """(state, run_keys): one TrainState, its arrays stacked on a leading axis when K > 1."""
-    model = models.build(config.recipe.arch, config.recipe.init)
+    model = models.build(config.recipe.arch, config.recipe.init, config.recipe.dropout)
     states, keys = [], []
     for seed in config.seeds:
         init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))

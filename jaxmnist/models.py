@@ -246,8 +246,12 @@ class Net(nn.Module):
         return jax.nn.log_softmax(x, axis=-1)
 
 
-def build(arch: str, init: str = "torch") -> Net:
-    return Net(ARCHS[check_arch(arch)](), init)
+def build(arch: str, init: str = "torch", dropout: float | None = None) -> Net:
+    """The arch's network; `dropout` replaces the rate of every Dropout layer."""
+    spec = ARCHS[check_arch(arch)]()
+    if dropout is not None:
+        spec = tuple(Dropout(dropout) if isinstance(layer, Dropout) else layer for layer in spec)
+    return Net(spec, init)
 
 
 def init_variables(model: Net, key, batch: int = 1):

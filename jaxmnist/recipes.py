@@ -31,6 +31,10 @@ class Recipe:
     mean: float = 0.1307
     std: float = 0.3081
     init: str = "torch"
+    # Rate of every Dropout layer; None keeps the architecture's own rates. For seeds that
+    # do not state their rate (001, 002), so it can be chosen on validation like any
+    # other value a seed leaves out.
+    dropout: float | None = None
     variant: str = "seed"
 
     def replace(self, **changes) -> "Recipe":
@@ -48,6 +52,8 @@ class Recipe:
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if self.step_size < 0 or self.gamma <= 0:
             raise ValueError("--step-size must be >= 0 and --gamma > 0")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.rotation < 0:
             raise ValueError(f"--rotation must be >= 0 degrees, got {self.rotation}")
         if train_examples is not None and self.batch_size > train_examples:

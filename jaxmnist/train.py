@@ -28,7 +28,7 @@ def _recipe_flags(parser: argparse.ArgumentParser) -> None:
         if field.type in ("bool", bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            kind = {"int": int, "float": float, "str": str, "float | None": float}[str(field.type)]
             group.add_argument(flag, type=kind, default=None)
 
 

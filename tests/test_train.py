@@ -44,6 +44,18 @@ def test_default_recipe_is_the_tuned_one_where_it_exists():
     assert recipes.TUNED["gap8k"].lr != recipes.RECIPES["gap8k"].lr  # 003 states lr 0.01
 
 
+def test_dropout_override_sets_every_dropout_layer():
+    recipe = train.recipe_from_args(train.parse_args(["--arch", "gap7k", "--dropout", "0.1"]))
+    assert recipe.dropout == 0.1
+    net = models.build("gap7k", dropout=0.1)
+    rates = {layer.rate for layer in net.spec if type(layer).__name__ == "Dropout"}
+    assert rates == {0.1}
+    assert {layer.rate for layer in models.build("gap7k").spec
+            if type(layer).__name__ == "Dropout"} == {0.05}
+    params = lambda m: models.count_params(models.init_variables(m, jax.random.PRNGKey(0))["params"])
+    assert params(net) == params(models.build("gap7k")) == models.EXPECTED_PARAMS["gap7k"]
+
+
 def test_step_lr_at_boundaries():
     spe = 469
     fc19k = step.make_optimizer(recipes.recipe_for("fc19k"), spe)  # 0.025, x0.15 every 9
@@ -228,6 +240,7 @@ def cli_error(capsys, argv, module=train):
         (["--arch", "gap8k", "--epochs", "0"], "--epochs"),
         (["--arch", "gap8k", "--batch-size", "-1"], "--batch-size"),
         (["--arch", "gap8k", "--lr", "0"], "--lr"),
+        (["--arch", "gap7k", "--dropout", "1.5"], "--dropout"),
         (["--arch", "gap8k", "--train-examples", "100", "--batch-size", "128"], "larger than the 100"),
     ],
 )
