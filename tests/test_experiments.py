@@ -13,9 +13,20 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import make_results  # noqa: E402
 import reproduce  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "experiments", "search"))
+import summarize  # noqa: E402
+
 
 def test_results_md_is_generated_from_the_committed_json():
     assert make_results.main(["--check"]) == 0
+
+
+def test_search_md_is_generated_from_the_committed_logs():
+    """The validation table that recipes.py cites is what the committed search logs say."""
+    with open(os.path.join(ROOT, "experiments", "search", "SEARCH.md")) as f:
+        committed = f.read()
+    table = summarize.table(summarize.load())
+    assert "gap9k | lr0.1-ss6-rot7" in table and table in committed
 
 
 def test_vmapped_seeds_equal_separate_runs(tmp_path, mnist_dir):

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every validation-split search behind jaxmnist/recipes.py's choices, as they were run
+# (gap8k's is experiments/search/gap8k_search.sh). A finished seed is skipped on rerun.
+set -u
+cd "$(dirname "$0")"
+S=./run_config.sh
+# gap9k (seed 004): schedule, rotation, lr, batch size
+$S gap9k seed
+$S gap9k lr0.1-ss6-rot35 --step-size 6 --gamma 0.1
+$S gap9k lr0.05-ss6-rot7 --lr 0.05 --step-size 6 --gamma 0.1 --rotation 7
+$S gap9k lr0.1-ss6-rot15 --step-size 6 --gamma 0.1 --rotation 15
+export SEARCH_SEEDS="0 1"
+$S gap9k lr0.1-ss6-rot7 --step-size 6 --gamma 0.1 --rotation 7
+$S gap9k lr0.05-ss6-rot0 --lr 0.05 --step-size 6 --gamma 0.1 --rotation 0
+$S gap9k lr0.05-ss6-rot7-bs64 --lr 0.05 --step-size 6 --gamma 0.1 --rotation 7 --batch-size 64
+$S gap9k lr0.05-ss9-rot7 --lr 0.05 --step-size 9 --gamma 0.1 --rotation 7
+unset SEARCH_SEEDS
+# gap7k (seed 001): lr, and the dropout rate the seed does not state
+$S gap7k seed
+$S gap7k lr0.05-ss6 --lr 0.05
+$S gap7k lr0.1-ss6 --lr 0.1
+$S gap7k d0.0 --dropout 0.0
+$S gap7k d0.1 --dropout 0.1
+# fc19k (seed 000): lr (2 seeds each for CPU time)
+export SEARCH_SEEDS="0 1"
+$S fc19k seed
+$S fc19k lr0.05-ss9 --lr 0.05
