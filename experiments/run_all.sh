@@ -6,6 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 run() { python experiments/reproduce.py --mode sequential "$@" && python experiments/make_results.py; }
 run --arch gap9k --seeds 5
+run --arch gap9k --seeds 5 --variant tuned
 run --arch gap7k --seeds 5
 run --arch gap8k --seeds 5
 run --arch gap8k --seeds 5 --variant tuned
