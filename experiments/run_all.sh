@@ -11,4 +11,5 @@ run --arch gap7k --seeds 5
 run --arch gap8k --seeds 5
 run --arch gap8k --seeds 5 --variant tuned
 run --arch fc19k --seeds 3
+run --arch fc19k --seeds 3 --variant tuned
 run --arch fc16k --seeds 3

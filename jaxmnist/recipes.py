@@ -81,8 +81,7 @@ def schedule(recipe: Recipe, steps_per_epoch: int):
 
 RECIPES: dict[str, Recipe] = {
     # Seed 000: SGD(0.025, 0.9), StepLR(9, 0.15), batch 128, up to 20 epochs, +-7 deg.
-    # Searched on validation (experiments/search/SEARCH.md, 2 seeds): lr 0.05 ends at
-    # 99.13% against this recipe's 99.12%, no evidence of a better recipe; no tuned variant.
+    # Tuned variant below.
     "fc19k": Recipe("fc19k", epochs=20, lr=0.025, step_size=9, gamma=0.15),
     # Seed 001: SGD(0.02, 0.9), StepLR(6, 0.1), 15 epochs, +-7 deg; batch size is not
     # stated: 128, the size every other seed of this course uses. Searched on validation
@@ -115,6 +114,12 @@ TUNED: dict[str, Recipe] = {
     # gap8k: the seed's recipe (lr 0.01) ends at 99.07% validation / 99.35% test (3 seeds).
     # Searched on validation, 3 seeds each (experiments/search/gap8k/): lr 0.01 step 6:
     # 99.07%; lr 0.02 step 8: 99.18%; lr 0.05 step 6: 99.27% (final-epoch validation means).
+    # fc19k: the seed's recipe ends at 99.12% validation (2 seeds) and 99.39% test (3 seeds).
+    # lr 0.05 with the seed's StepLR(9, 0.15) ends at 99.13% validation with a lower final
+    # validation loss (0.0268 vs 0.0300): first by the search's rule (final validation
+    # accuracy, then loss), though the accuracy margin is within seed noise. 2 seeds per
+    # config, for CPU time (a run is 4 minutes here).
+    "fc19k": RECIPES["fc19k"].replace(lr=0.05, variant="tuned"),
     "gap8k": RECIPES["gap8k"].replace(lr=0.05, variant="tuned"),
     # gap9k: the seed's recipe (constant lr 0.1, +-35 deg) ends at 98.73% validation
     # (3 seeds) and 98.99% test (5 seeds). Searched on validation (experiments/search/
