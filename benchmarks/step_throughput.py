@@ -88,6 +88,9 @@ class Runner:
     def sync(self) -> None:
         pass
 
+    def close(self) -> None:
+        """Releases what the runner holds (a worker process)."""
+
     def timed(self, n: int, offset: int = 0) -> float:
         t0 = time.perf_counter()
         for i in range(n):
@@ -319,10 +322,9 @@ class WorkerRunner(Runner):
 
     def __init__(self, spec: dict):
         self.impl = spec["impl"]
-        env = dict(os.environ, JAXMNIST_BENCH_WORKER="1")
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self._receive()
         self.images_per_call = ready["images_per_call"]
         self.torch_threads = ready.get("torch_threads")
@@ -356,7 +358,10 @@ def worker_main(spec_json: str) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything else printed goes to stderr, not into the protocol
     try:
-        runner = build_runner(json.loads(spec_json))
+        spec = json.loads(spec_json)
+        if spec["no_compile_cache"]:
+            jax.config.update("jax_enable_compilation_cache", False)
+        runner = build_runner(spec)
         ready = {"images_per_call": runner.images_per_call}
         if "torch" in sys.modules:
             ready["torch_threads"] = sys.modules["torch"].get_num_threads()
@@ -392,11 +397,11 @@ def run(args) -> dict[str, Any]:
 
     def stop(runners):
         for r in runners:
-            if isinstance(r, WorkerRunner):
-                r.close()
+            r.close()
 
     base = {"seed": args.seed, "eval_images": min(args.eval_images, TRAIN_EXAMPLES),
-            "torch_augment": args.torch_augment, "torch_threads": args.torch_threads}
+            "torch_augment": args.torch_augment, "torch_threads": args.torch_threads,
+            "no_compile_cache": args.no_compile_cache}
     results: list[dict] = []
     for arch in args.archs:
         for batch in args.batch_sizes:
@@ -441,7 +446,8 @@ def run(args) -> dict[str, Any]:
     config = {
         "archs": args.archs, "batch_sizes": args.batch_sizes, "repeats": args.repeats,
         "steps": args.steps, "target_seconds": args.target_seconds, "warmup": args.warmup,
-        "impls": args.impls, "eval_images": min(args.eval_images, TRAIN_EXAMPLES), "torch_augment": args.torch_augment,
+        "impls": args.impls, "eval_images": base["eval_images"],
+        "torch_augment": args.torch_augment,
         "quick": args.quick, "synthetic_data": True, "in_process": args.in_process,
     }
     return {"machine": machine, "config": config, "results": results,
@@ -570,16 +576,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict | None:
-    if argv is None and "--worker" in sys.argv:
-        spec = sys.argv[sys.argv.index("--worker") + 1]
-        if os.environ.get("JAXMNIST_NO_COMPILE_CACHE") == "1":
-            jax.config.update("jax_enable_compilation_cache", False)
-        worker_main(spec)
-        return None
     args = parse_args(argv)
+    if args.worker:
+        worker_main(args.worker)
+        return None
     if args.no_compile_cache:
         jax.config.update("jax_enable_compilation_cache", False)
-        os.environ["JAXMNIST_NO_COMPILE_CACHE"] = "1"  # for the workers
     report = run(args)
     return common.publish(report, table(report), args.json)
 

@@ -26,6 +26,14 @@ import jaxmnist  # noqa: F401  (tunes XLA before JAX starts)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _git_state() -> str | None:
+    """The code that produced a result file: benchmarks/common.py's `git describe`."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
+    import common  # stdlib + numpy only
+
+    return common.git_state()
+
+
 def machine_info() -> dict:
     import jax
     import flax
@@ -46,21 +54,9 @@ def machine_info() -> dict:
         "flax": flax.__version__,
         "optax": optax.__version__,
         "jaxmnist": jaxmnist.__version__,
-        "git": _git_describe(),
+        "git": _git_state(),
         "huge_pages": "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""),
     }
-
-
-def _git_describe() -> str | None:
-    """The code that produced a result file (None outside a git checkout)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "-C", HERE, "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def summarize(history: list[dict], seeds: list[int]) -> dict:

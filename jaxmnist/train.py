@@ -34,11 +34,12 @@ def _recipe_flags(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     from jaxmnist.models import ARCHS
+    from jaxmnist.recipes import VARIANTS
 
     parser = argparse.ArgumentParser(prog="python -m jaxmnist.train", description=__doc__)
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant", default=None, choices=("seed", "tuned"),
+    parser.add_argument("--variant", default=None, choices=VARIANTS,
                         help="recipe variant: seed (the seed document's recipe) or tuned (improved "
                              "within the seed's constraints, chosen on validation; see recipes.py). "
                              "Default: tuned where the arch has one, else seed")

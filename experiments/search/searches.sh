@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Every validation-split search behind jaxmnist/recipes.py's choices, as they were run
-# (gap8k's is experiments/search/gap8k_search.sh). A finished seed is skipped on rerun.
+# Every validation-split search behind jaxmnist/recipes.py's choices, as they were run.
+# A finished seed is skipped on rerun.
 set -u
 cd "$(dirname "$0")"
 S=./run_config.sh
+# gap8k (seed 003): lr and the step size the seed leaves out
+$S gap8k lr0.01-ss6 --lr 0.01 --step-size 6
+$S gap8k lr0.05-ss6 --lr 0.05 --step-size 6
+$S gap8k lr0.02-ss8 --lr 0.02 --step-size 8
 # gap9k (seed 004): schedule, rotation, lr, batch size
 $S gap9k seed
 $S gap9k lr0.1-ss6-rot35 --step-size 6 --gamma 0.1
