@@ -94,8 +94,42 @@ def _conv_padded(x, kernel, padding: int):
     return y[..., :cout] if pout else y
 
 
+# A k x k convolution with more than one and at most this many input x output channels
+# runs as sums of shifted, scaled slices (_conv_direct).
+DIRECT_MAX_CHANNEL_PRODUCT = 64
+
+
+def _conv_direct(x, kernel, padding: int):
+    """The convolution as k*k*Cin broadcast multiply-adds of shifted input slices.
+
+    XLA fuses the whole sum into one loop over the output, which streams the input once;
+    its convolution routine, built for wide channels, runs 4->4 and 4->8 layers several
+    times slower than that (gap9k's 26x26 4->4 layer at batch 128: 1.50 -> 0.34 ms forward,
+    input gradient 1.85 -> 0.59 ms; its train step 20% faster). Wider layers lose: from
+    8->16 on, the convolution wins.
+    """
+    k, _, cin, _ = kernel.shape
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    h, w = xp.shape[1] - k + 1, xp.shape[2] - k + 1
+    out = None
+    for i in range(k):
+        for j in range(k):
+            window = xp[:, i:i + h, j:j + w, :]
+            for c in range(cin):
+                term = window[..., c:c + 1] * kernel[i, j, c]
+                out = term if out is None else out + term
+    return out
+
+
+def _conv_any(x, kernel, padding: int):
+    k, _, cin, cout = kernel.shape
+    if k > 1 and cin > 1 and cin * cout <= DIRECT_MAX_CHANNEL_PRODUCT:
+        return _conv_direct(x, kernel, padding)
+    return _conv_padded(x, kernel, padding)
+
+
 def _conv_fwd(x, kernel, padding):
-    return _conv_padded(x, kernel, padding), (x, kernel)
+    return _conv_any(x, kernel, padding), (x, kernel)
 
 
 def _conv_bwd(padding, res, dy):
@@ -103,7 +137,7 @@ def _conv_bwd(padding, res, dy):
     k = kernel.shape[0]
     # dx: full correlation of dy with the spatially flipped kernel, in/out swapped.
     flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-    dx = _conv_padded(dy, flipped, k - 1 - padding)
+    dx = _conv_any(dy, flipped, k - 1 - padding)
     # dw[i, j, ci, co] = sum_{n,h,w} xpad[n, h+i, w+j, ci] dy[n, h, w, co]: a convolution
     # of xpad (channels as batch, images as features) with dy (images as input channels).
     if k == 1:
@@ -118,7 +152,7 @@ def _conv_bwd(padding, res, dy):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_general(x, kernel, padding: int):
-    return _conv_padded(x, kernel, padding)
+    return _conv_any(x, kernel, padding)
 
 
 _conv_general.defvjp(_conv_fwd, _conv_bwd)

@@ -11,7 +11,8 @@ from jaxmnist import models, ops, step, recipes, loop
 @pytest.mark.parametrize("k,pad,cin,cout,hw", [
     (3, 0, 1, 8, 28), (3, 1, 1, 10, 28),  # 1-channel input: shifted-copy matmul
     (3, 1, 16, 16, 14), (1, 0, 12, 10, 24), (3, 0, 16, 120, 3),
-    (3, 0, 4, 4, 26), (3, 0, 4, 8, 24), (3, 1, 8, 4, 11),  # zero-padded to 8 channels
+    (3, 0, 4, 4, 26), (3, 0, 4, 8, 24), (3, 1, 8, 4, 11), (3, 0, 8, 8, 9),  # shifted slices
+    (3, 1, 4, 32, 9), (3, 0, 20, 4, 9),  # zero-padded to 8 channels
 ])
 def test_conv_value_and_gradients(k, pad, cin, cout, hw):
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -24,6 +25,26 @@ def test_conv_value_and_gradients(k, pad, cin, cout, hw):
     plain = jax.vjp(lambda a, b: ops.conv2d_reference(a, b, pad), x, w)[1](dy)
     for f, p in zip(fast, plain):
         np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cin,cout", [(1, 8), (4, 4), (4, 32), (16, 16)])
+def test_conv_vmapped_over_models_equals_each_model(cin, cout):
+    """K models' convolutions in one vmapped call (the multi-seed step) match each alone,
+    in value and gradient, whichever formulation conv2d picks for the shape."""
+    kx, kw, kd = jax.random.split(jax.random.PRNGKey(3), 3)
+    x = jax.random.normal(kx, (2, 3, 10, 10, cin))
+    w = jax.random.normal(kw, (2, 3, 3, cin, cout)) * 0.3
+    dy = jax.random.normal(kd, (2, 3, 10, 10, cout))
+
+    def value_and_grads(x, w, dy):
+        y, vjp = jax.vjp(lambda a, b: ops.conv2d(a, b, 1), x, w)
+        return (y, *vjp(dy))
+
+    batched = jax.jit(jax.vmap(value_and_grads))(x, w, dy)
+    for m in range(2):
+        alone = value_and_grads(x[m], w[m], dy[m])
+        for b, a in zip(batched, alone):
+            np.testing.assert_allclose(b[m], a, rtol=1e-5, atol=1e-5)
 
 
 def test_max_pool_value_and_gradient_with_ties():
