@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every reproduction, one after another (each resumes from its checkpoints if interrupted).
-# Sequential mode: on a 2-core CPU the vmapped K-model step is slower per model (see
+# Sequential mode: on a 2-core CPU the K-model step is slower per model for K >= 3 (see
 # RESULTS.md); the runs and their JSON are otherwise identical.
 set -u
 cd "$(dirname "$0")/.."

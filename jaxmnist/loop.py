@@ -5,7 +5,8 @@ PRNGKey(seed); epoch e uses fold_in(key, e) for its shuffle, rotations and dropo
 Nothing random is carried from one epoch to the next except through the checkpointed
 state, so a run resumed from its epoch-e checkpoint replays exactly what an
 uninterrupted run would have done, and model k of a K-model run is the same run as
-seed k trained alone (up to float reassociation inside the vmapped convolutions).
+seed k trained alone (the K-model step runs each model as its own copy of the
+one-model step: `step.models_side_by_side`).
 """
 
 from __future__ import annotations

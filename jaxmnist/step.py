@@ -76,10 +76,37 @@ def eval_logits(apply_fn, params, batch_stats, images, recipe: Recipe):
     return apply_fn({"params": params, "batch_stats": batch_stats}, x, train=False)
 
 
+def models_side_by_side(fn):
+    """fn with a vmap rule that runs each model's slice through fn on its own.
+
+    jax.vmap(fn) then trains K models in one XLA program as K independent copies of the
+    one-model computation, instead of carrying a model axis through every activation.
+    On CPU the model axis costs more than it saves: the K per-model convolutions' outputs
+    get stacked, the first layer's matmul needs transposes, and the stacked activations
+    share cache (gap8k, batch 128, K=2: 20% fewer images/s than one model, against 3%
+    with this rule, in-process A/B). Numerically each model is exactly the K=1 step.
+    Arguments without the model axis are shared by every model.
+    """
+    batched_fn = jax.custom_batching.custom_vmap(fn)
+
+    @batched_fn.def_vmap
+    def rule(axis_size, in_batched, *args):
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        batched = jax.tree_util.tree_leaves(in_batched)
+        outs = []
+        for m in range(axis_size):
+            model_leaves = [x[m] if b else x for x, b in zip(leaves, batched)]
+            outs.append(fn(*jax.tree_util.tree_unflatten(treedef, model_leaves)))
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+        return stacked, jax.tree_util.tree_map(lambda _: True, stacked)
+
+    return batched_fn
+
+
 def make_step(recipe: Recipe, n_models: int):
     """train_step for one model, or vmapped over a leading model axis of state/data/keys."""
     step = functools.partial(train_step, recipe=recipe)
-    return jax.vmap(step) if n_models > 1 else step
+    return jax.vmap(models_side_by_side(step)) if n_models > 1 else step
 
 
 def make_train_fn(recipe: Recipe, n_models: int):

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import common  # noqa: E402
+import models_per_step  # noqa: E402
 import step_throughput  # noqa: E402  (imports jaxmnist before jax)
 import time_to_accuracy  # noqa: E402
 
@@ -85,6 +86,20 @@ def test_torch_compile_failure_is_recorded(tmp_path, monkeypatch, capsys):
     assert "simulated" in rows["torch-compile"]["error"]
     assert rows["torch-compile"]["images_per_s"] is None
     assert "failed: RuntimeError" in capsys.readouterr().out
+
+
+def test_models_per_step_tiny_run(tmp_path, capsys):
+    out = tmp_path / "k.json"
+    models_per_step.main(["--arch", "gap7k", "--models", "1", "2", "--batch-size", "16",
+                          "--rounds", "1", "--images-per-repeat", "64", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert MACHINE_KEYS <= set(report["machine"])
+    assert [r["models"] for r in report["results"]] == [1, 2]
+    for r in report["results"]:
+        assert r["arch"] == "gap7k" and r["batch_size"] == 16
+        assert all(_positive_finite(r[k]) for k in ("images_per_s", "min", "max", "first_call_s"))
+    table = capsys.readouterr().out
+    assert "vs K=1" in table and table.count("| gap7k") == 2
 
 
 def test_quick_is_small():

@@ -1,0 +1,115 @@
+"""Training throughput of K models in one step (`--mode vmap`) against one model at a time.
+
+    python benchmarks/models_per_step.py --arch gap8k --models 1 2 3 [--json out.json]
+
+Times `jaxmnist.step.make_train_fn(recipe, K)`, the step `experiments/reproduce.py --mode
+vmap` trains with, for each K on synthetic data, in one process: the K values take turns
+(round r runs them in order, round r+1 in reverse) so that drift in machine speed hits
+each alike. Reports total training images/s over all K models (median over rounds, with
+min and max); K=1 is the per-seed `--mode sequential` run, so K models in one step are
+not slower than K separate runs when their figure is at least K=1's.
+"""
+
+from __future__ import annotations
+
+import jaxmnist  # first: XLA flags and malloc options before JAX starts
+
+if __name__ == "__main__":
+    jaxmnist.use_huge_pages()
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from jaxmnist import loop, models, recipes, step as step_lib  # noqa: E402
+
+TRAIN_EXAMPLES = 60000
+POOL = 8
+
+
+def measure(arch: str, ks: list[int], batch: int, rounds: int, images_per_repeat: int,
+            variant: str | None = None) -> list[dict]:
+    recipe = recipes.variant(arch, variant).replace(batch_size=batch)
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(0, 256, (TRAIN_EXAMPLES, 28, 28, 1), dtype=np.uint8))
+    labels = jnp.asarray(rng.integers(0, 10, TRAIN_EXAMPLES).astype(np.int32))
+    runs = {}
+    for k in ks:
+        state, _ = loop.init_models(loop.RunConfig(recipe=recipe, seeds=tuple(range(k))), 469)
+        shape = (batch,) if k == 1 else (k, batch)
+        idx = [rng.integers(0, TRAIN_EXAMPLES, shape).astype(np.int32) for _ in range(POOL)]
+        keys = [np.asarray(jax.random.split(jax.random.PRNGKey(i), k)[0] if k == 1
+                           else jax.random.split(jax.random.PRNGKey(i), k)) for i in range(POOL)]
+        fn = step_lib.make_train_fn(recipe, k)
+        t0 = time.perf_counter()
+        state, metrics = fn(state, images, labels, idx[0], keys[0])
+        jax.block_until_ready(state)
+        runs[k] = {"fn": fn, "state": state, "idx": idx, "keys": keys,
+                   "first_call_s": time.perf_counter() - t0, "rates": []}
+        common.log(f"{arch} K={k}: first call {runs[k]['first_call_s']:.1f} s")
+    for r in range(rounds):
+        for k in (ks if r % 2 == 0 else ks[::-1]):
+            run = runs[k]
+            steps = max(2, images_per_repeat // (batch * k))
+            state = run["state"]
+            for i in range(2):  # settle after the other K's turn
+                state, metrics = run["fn"](state, images, labels, run["idx"][i], run["keys"][i])
+            jax.block_until_ready(state)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                j = i % POOL
+                state, metrics = run["fn"](state, images, labels, run["idx"][j], run["keys"][j])
+            jax.block_until_ready((state, metrics))
+            run["rates"].append(steps * batch * k / (time.perf_counter() - t0))
+            run["state"] = state
+    return [
+        {"arch": arch, "models": k, "batch_size": batch,
+         "images_per_s": statistics.median(runs[k]["rates"]), "min": min(runs[k]["rates"]),
+         "max": max(runs[k]["rates"]), "first_call_s": runs[k]["first_call_s"]}
+        for k in ks
+    ]
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="gap8k", choices=list(models.ARCHS))
+    p.add_argument("--variant", choices=recipes.VARIANTS, default=None)
+    p.add_argument("--models", type=int, nargs="+", default=[1, 2, 3],
+                   help="K values to time (default 1 2 3)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--images-per-repeat", type=int, default=3072,
+                   help="training images (all models) per timed repeat")
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    if any(k < 1 for k in args.models) or args.rounds < 1 or args.batch_size < 1:
+        p.error("--models, --rounds and --batch-size must be positive")
+    load_before = common.load_average()
+    results = measure(args.arch, sorted(set(args.models)), args.batch_size, args.rounds,
+                      args.images_per_repeat, args.variant)
+    base = next((r["images_per_s"] for r in results if r["models"] == 1), None)
+    rows = [[r["arch"], r["models"], common.fmt_num(r["images_per_s"]), common.fmt_num(r["min"]),
+             common.fmt_num(r["max"]), f"{r['first_call_s']:.1f}",
+             f"{r['images_per_s'] / base:.2f}x" if base else "-"] for r in results]
+    table = common.markdown_table(
+        ["arch", "K", "total images/s (median)", "min", "max", "first call s", "vs K=1"], rows)
+    machine = common.machine_info()
+    report = {"machine": machine, "results": results}
+    notes = [f"Machine: {machine['cpu']}, {machine['cores']} cores; git {machine.get('git')}."]
+    warning = common.busy_warning(load_before, machine["cores"])
+    if warning:
+        notes.append(warning)
+    return common.publish(report, table + "\n\n" + "\n".join(notes), args.json)
+
+
+if __name__ == "__main__":
+    main()
