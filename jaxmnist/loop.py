@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmnist import checkpoint, models, step as step_lib
-from jaxmnist.recipes import Recipe, lr_at_epoch
+from jaxmnist.recipes import Recipe, schedule
 
 if TYPE_CHECKING:
     from jaxmnist.data import Dataset, Split
@@ -256,6 +256,7 @@ def run(
     ident = identity(config, data)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     state, run_keys = init_models(config, steps_per_epoch)
+    lr_fn = schedule(recipe, steps_per_epoch)
     start_epoch, history, manager = 0, [], None
 
     if config.workdir:
@@ -336,7 +337,7 @@ def run(
 
         record = {
             "epoch": epoch + 1,
-            "lr": float(lr_at_epoch(recipe, epoch)),
+            "lr": float(lr_fn(epoch * steps_per_epoch)),  # at the epoch's first step
             "train_loss": _as_list(loss_sum / n),
             "train_accuracy": _as_list(100.0 * correct_sum / n),
         }

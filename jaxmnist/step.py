@@ -16,7 +16,7 @@ import optax
 from flax.training import train_state
 
 from jaxmnist import augment, models
-from jaxmnist.recipes import Recipe, schedule
+from jaxmnist.recipes import Recipe, momentum_schedule, schedule
 
 
 class TrainState(train_state.TrainState):
@@ -25,9 +25,13 @@ class TrainState(train_state.TrainState):
 
 def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optax.GradientTransformation:
     """torch.optim.SGD: grad += wd * param (coupled L2), then momentum, then -lr * buf."""
-    sgd = optax.sgd(
-        schedule(recipe, steps_per_epoch), momentum=recipe.momentum or None, nesterov=recipe.nesterov
-    )
+    lr = schedule(recipe, steps_per_epoch)
+    momentum = momentum_schedule(recipe, steps_per_epoch)
+    if momentum is not None:  # cycled momentum: a hyperparameter fed per step
+        sgd = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
+            learning_rate=lr, momentum=momentum, nesterov=recipe.nesterov)
+    else:
+        sgd = optax.sgd(lr, momentum=recipe.momentum or None, nesterov=recipe.nesterov)
     if recipe.weight_decay:
         return optax.chain(optax.add_decayed_weights(recipe.weight_decay), sgd)
     return sgd

@@ -104,6 +104,61 @@ def test_optimizer_matches_torch_sgd(arch):
     np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-6)
 
 
+def _torch_sgd_cycled(param, grads, lrs, momenta, nesterov, wd):
+    """torch.optim.SGD with a per-step momentum (what OneCycleLR's cycle_momentum sets)."""
+    buf = None
+    for g, lr, m in zip(grads, lrs, momenta):
+        g = g + wd * param
+        buf = g if buf is None else m * buf + g
+        d = g + m * buf if nesterov else buf
+        param = param - lr * d
+    return param
+
+
+@pytest.mark.parametrize("epochs,spe,pct", [(3, 10, 0.3), (15, 469, 0.2), (2, 7, 0.5)])
+def test_onecycle_matches_torch(epochs, spe, pct):
+    """lr and momentum at every step equal torch's OneCycleLR (defaults), and the optimiser
+    built from them takes torch.optim.SGD's steps."""
+    torch = pytest.importorskip("torch")
+    recipe = recipes.recipe_for("gap7k").replace(schedule="onecycle", lr=0.05, pct_start=pct,
+                                                  epochs=epochs, weight_decay=1e-4)
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=recipe.lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, epochs=epochs,
+                                                steps_per_epoch=spe, pct_start=pct)
+    want_lr, want_m = [], []
+    for _ in range(epochs * spe):
+        want_lr.append(opt.param_groups[0]["lr"])
+        want_m.append(opt.param_groups[0]["momentum"])
+        opt.step()
+        sched.step()
+    counts = jnp.arange(epochs * spe)
+    got_lr = jax.vmap(recipes.schedule(recipe, spe))(counts)
+    got_m = jax.vmap(recipes.momentum_schedule(recipe, spe))(counts)
+    np.testing.assert_allclose(np.asarray(got_lr), want_lr, rtol=2e-5, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(got_m), want_m, rtol=1e-5)
+    assert float(got_lr[round(pct * epochs * spe) - 1]) == pytest.approx(recipe.lr, rel=1e-4)
+
+    steps = min(12, epochs * spe)
+    tx = step.make_optimizer(recipe, spe)
+    p = jnp.array([1.0, -2.0, 0.5])
+    grads = [jnp.array([0.1, 0.2, -0.3]) * (t + 1) for t in range(steps)]
+    state, x = tx.init(p), p
+    for g in grads:
+        upd, state = tx.update(g, state, x)
+        x = optax.apply_updates(x, upd)
+    expected = _torch_sgd_cycled(np.asarray(p), [np.asarray(g) for g in grads], want_lr[:steps],
+                                 want_m[:steps], recipe.nesterov, recipe.weight_decay)
+    np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-5)
+
+
+def test_bad_schedule_is_refused():
+    with pytest.raises(ValueError, match="--schedule"):
+        recipes.recipe_for("gap7k").replace(schedule="cosine").validate()
+    with pytest.raises(ValueError, match="--pct-start"):
+        recipes.recipe_for("gap7k").replace(schedule="onecycle", pct_start=1.0).validate()
+
+
 # --- one step ------------------------------------------------------------------------
 
 
