@@ -9,7 +9,10 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   slow scalar loop; here the gradient is four strided slices and an equality mask.
 * convolution: XLA derives the input/weight gradients as convolutions with
   non-canonical dimension orders that hit slow paths; here both are written as ordinary
-  NHWC/HWIO convolutions (flipped kernel; batch as the contraction dimension).
+  NHWC/HWIO convolutions (flipped kernel; batch as the contraction dimension). Layers
+  with very few channels (gap9k's 4->4 and 4->8, and their input gradients) skip XLA's
+  convolution altogether: sums of shifted input slices, fused into one loop; the
+  1-channel first layer is one matmul over shifted copies.
 * dropout: a threefry draw per element costs more than the layer it regularises; here a
   counter-based integer hash (two multiply-xorshift rounds) of the element index, seeded by one
   jax.random draw per layer, gives the keep mask.
