@@ -1,7 +1,7 @@
 """Training-step and inference throughput: jaxmnist's real train step vs PyTorch on CPU.
 
     python benchmarks/step_throughput.py [--archs all|NAME...] [--batch-sizes 64 128 256 512]
-        [--repeats 5] [--steps N] [--impls jaxmnist torch-eager torch-compile]
+        [--repeats 9] [--steps N] [--impls jaxmnist torch-eager torch-compile]
         [--torch-augment] [--json out.json] [--quick]
 
 For each arch and batch size, images/s of
@@ -69,8 +69,8 @@ SETTLE_S = 0.25  # pause before each timed repeat (OpenMP / Eigen threads spin a
 QUICK = dict(archs=["gap8k", "fc19k"], batch_sizes=[128], repeats=2, warmup=2,
              target_seconds=0.2, min_steps=2, max_steps=20, eval_images=2000,
              impls=["jaxmnist", "torch-eager"])
-DEFAULTS = dict(archs=["all"], batch_sizes=[64, 128, 256, 512], repeats=5, warmup=3,
-                target_seconds=1.5, min_steps=5, max_steps=500, eval_images=10_000,
+DEFAULTS = dict(archs=["all"], batch_sizes=[64, 128, 256, 512], repeats=9, warmup=3,
+                target_seconds=1.0, min_steps=5, max_steps=500, eval_images=10_000,
                 impls=list(IMPLS))
 
 
@@ -527,12 +527,12 @@ def parse_args(argv=None):
                    help=f"'all' or names from {', '.join(models.ARCHS)} (default all)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None,
                    help="training batch sizes (default 64 128 256 512)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 9)")
     p.add_argument("--steps", type=int, default=None,
                    help="steps per repeat (default: chosen per impl from the warm-up so a "
                         "repeat lasts about --target-seconds)")
     p.add_argument("--target-seconds", type=float, default=None,
-                   help="repeat length when --steps is not given (default 1.5)")
+                   help="repeat length when --steps is not given (default 1.0)")
     p.add_argument("--min-steps", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None,

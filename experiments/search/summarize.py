@@ -68,10 +68,12 @@ def main() -> None:
                     "ranked by final-epoch validation accuracy, ties by final validation loss (test "
                     "accuracy is never read). `seed` is the seed document's recipe; other names "
                     "give the flags that differ (lr, StepLR step size `ss`, gamma `g`, rotation "
-                    "`rot`, batch size `bs`, dropout `d`). The choices are in "
+                    "`rot`, batch size `bs`, dropout `d`, weight decay `wd`, `nesterov`, "
+                    "OneCycleLR peaking at lr `oc-lrX`). The choices are in "
                     "`jaxmnist/recipes.py` and `jaxmnist/models.py`. The runs of one search can "
-                    "span commits of the same day whose train steps differ only in "
-                    "floating-point formulation (tests check them equal).\n\n")
+                    "span commits whose train steps differ only in floating-point formulation "
+                    "(tests check them equal); the seeds of a config differ in initialisation, "
+                    "dropout, augmentation and shuffling.\n\n")
             f.write(text)
 
 
