@@ -186,12 +186,14 @@ TUNED: dict[str, Recipe] = {
     # gap9k: the seed's recipe (constant lr 0.1, +-35 deg) ends at 98.73% validation
     # (3 seeds) and 98.99% test (5 seeds). Searched on validation (experiments/search/
     # SEARCH.md, final-epoch means): adding StepLR(6, 0.1) at +-35 deg 98.86%; at +-15 deg
-    # 99.10%; at +-7 deg 99.14%; lr 0.05 with StepLR(6) at +-7 deg 99.06%, at 0 deg 99.05%,
-    # with batch 64 99.08%, with StepLR(9) 99.14%. The two at 99.14% tie on the final epoch;
-    # lr 0.1 / StepLR(6) / +-7 deg has the lower final validation loss (0.0279 vs 0.0288)
-    # and the higher mean over the last three epochs (99.12 vs 99.10%), so it is chosen.
+    # 99.10%; at +-7 deg 99.13% (4 seeds; retrained on 60k: 99.38 +- 0.08% test, 5 seeds,
+    # this variant's recipe until session 3); lr 0.05 with StepLR(6) at +-7 deg 99.06%, at
+    # 0 deg 99.05%, with batch 64 99.08%, with StepLR(9) 99.14%; lr 0.1 / StepLR(6) / +-7
+    # deg with weight decay 1e-4 99.04%; OneCycleLR (+-7 deg) peaking at 0.1 99.165%, at
+    # 0.2 99.17% (4 seeds each; chosen by the rule, final validation accuracy first, though
+    # the two differ by one validation image per seed on average).
     # Network, dropout 0.05, batch 128 and 15 epochs stay the seed's.
-    "gap9k": RECIPES["gap9k"].replace(step_size=6, gamma=0.1, rotation=7.0, variant="tuned"),
+    "gap9k": RECIPES["gap9k"].replace(schedule="onecycle", lr=0.2, rotation=7.0, variant="tuned"),
 }
 
 VARIANTS = ("seed", "tuned")
