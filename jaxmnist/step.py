@@ -87,8 +87,9 @@ def models_side_by_side(fn):
     one-model computation, instead of carrying a model axis through every activation.
     On CPU the model axis costs more than it saves: the K per-model convolutions' outputs
     get stacked, the first layer's matmul needs transposes, and the stacked activations
-    share cache (gap8k, batch 128, K=2: 20% fewer images/s than one model, against 3%
-    with this rule, in-process A/B). Numerically each model is exactly the K=1 step.
+    share cache (gap8k, batch 128, K=2: 20% fewer images/s than one model; with this rule
+    as many or more, benchmarks/models_per_step.py). Each model computes exactly what the
+    K=1 step computes.
     Arguments without the model axis are shared by every model.
     """
     batched_fn = jax.custom_batching.custom_vmap(fn)
