@@ -20,61 +20,39 @@ if __name__ == "__main__":
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import step_throughput  # noqa: E402  (its JaxTrain runner times make_train_fn)
 
-from jaxmnist import loop, models, recipes, step as step_lib  # noqa: E402
-
-TRAIN_EXAMPLES = 60000
-POOL = 8
+from jaxmnist import models, recipes  # noqa: E402
 
 
 def measure(arch: str, ks: list[int], batch: int, rounds: int, images_per_repeat: int,
             variant: str | None = None) -> list[dict]:
     recipe = recipes.variant(arch, variant).replace(batch_size=batch)
-    rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.integers(0, 256, (TRAIN_EXAMPLES, 28, 28, 1), dtype=np.uint8))
-    labels = jnp.asarray(rng.integers(0, 10, TRAIN_EXAMPLES).astype(np.int32))
-    runs = {}
+    images_np, labels_np = step_throughput.synthetic_data(0)
+    images, labels = jax.device_put(images_np), jax.device_put(labels_np)
+    runners, first_call, rates = {}, {}, {k: [] for k in ks}
     for k in ks:
-        state, _ = loop.init_models(loop.RunConfig(recipe=recipe, seeds=tuple(range(k))), 469)
-        shape = (batch,) if k == 1 else (k, batch)
-        idx = [rng.integers(0, TRAIN_EXAMPLES, shape).astype(np.int32) for _ in range(POOL)]
-        keys = [np.asarray(jax.random.split(jax.random.PRNGKey(i), k)[0] if k == 1
-                           else jax.random.split(jax.random.PRNGKey(i), k)) for i in range(POOL)]
-        fn = step_lib.make_train_fn(recipe, k)
-        t0 = time.perf_counter()
-        state, metrics = fn(state, images, labels, idx[0], keys[0])
-        jax.block_until_ready(state)
-        runs[k] = {"fn": fn, "state": state, "idx": idx, "keys": keys,
-                   "first_call_s": time.perf_counter() - t0, "rates": []}
-        common.log(f"{arch} K={k}: first call {runs[k]['first_call_s']:.1f} s")
+        runners[k] = step_throughput.JaxTrain(recipe, images, labels,
+                                              np.random.default_rng([0, k]), n_models=k)
+        first_call[k] = runners[k].timed(1)
+        common.log(f"{arch} K={k}: first call {first_call[k]:.1f} s")
     for r in range(rounds):
         for k in (ks if r % 2 == 0 else ks[::-1]):
-            run = runs[k]
-            steps = max(2, images_per_repeat // (batch * k))
-            state = run["state"]
-            for i in range(2):  # settle after the other K's turn
-                state, metrics = run["fn"](state, images, labels, run["idx"][i], run["keys"][i])
-            jax.block_until_ready(state)
-            t0 = time.perf_counter()
-            for i in range(steps):
-                j = i % POOL
-                state, metrics = run["fn"](state, images, labels, run["idx"][j], run["keys"][j])
-            jax.block_until_ready((state, metrics))
-            run["rates"].append(steps * batch * k / (time.perf_counter() - t0))
-            run["state"] = state
+            runner = runners[k]
+            steps = max(2, images_per_repeat // runner.images_per_call)
+            runner.timed(2)  # settle after the other K's turn
+            rates[k].append(steps * runner.images_per_call / runner.timed(steps, offset=2))
     return [
         {"arch": arch, "models": k, "batch_size": batch,
-         "images_per_s": statistics.median(runs[k]["rates"]), "min": min(runs[k]["rates"]),
-         "max": max(runs[k]["rates"]), "first_call_s": runs[k]["first_call_s"]}
+         "images_per_s": statistics.median(rates[k]), "min": min(rates[k]),
+         "max": max(rates[k]), "first_call_s": first_call[k]}
         for k in ks
     ]
 

@@ -100,19 +100,26 @@ class Runner:
 
 
 class JaxTrain(Runner):
+    """The trainer's step; with n_models > 1 the K-model step of `--mode vmap`."""
+
     impl = "jaxmnist"
 
-    def __init__(self, recipe: recipes.Recipe, images, labels, rng: np.random.Generator):
+    def __init__(self, recipe: recipes.Recipe, images, labels, rng: np.random.Generator,
+                 n_models: int = 1):
         b = recipe.batch_size
-        self.images_per_call = b
+        self.images_per_call = b * n_models
         steps_per_epoch = math.ceil(TRAIN_EXAMPLES / b)
-        self.state, _ = loop.init_models(loop.RunConfig(recipe=recipe), steps_per_epoch)
+        config = loop.RunConfig(recipe=recipe, seeds=tuple(range(n_models)))
+        self.state, _ = loop.init_models(config, steps_per_epoch)
         jax.block_until_ready(self.state)
-        self.fn = step_lib.make_train_fn(recipe, 1)
+        self.fn = step_lib.make_train_fn(recipe, n_models)
         self.images, self.labels = images, labels
-        self.idx = [rng.integers(0, TRAIN_EXAMPLES, b).astype(np.int32) for _ in range(KEY_POOL)]
-        keys = np.asarray(jax.random.split(jax.random.PRNGKey(int(rng.integers(2**31))), KEY_POOL))
-        self.keys = [np.ascontiguousarray(k) for k in keys]  # (2,) uint32, as the trainer passes
+        shape = (b,) if n_models == 1 else (n_models, b)
+        self.idx = [rng.integers(0, TRAIN_EXAMPLES, shape).astype(np.int32) for _ in range(KEY_POOL)]
+        keys = np.asarray(jax.random.split(jax.random.PRNGKey(int(rng.integers(2**31))),
+                                           (KEY_POOL,) + shape[:-1]))
+        # (2,) or (K, 2) uint32 per step, as the trainer passes
+        self.keys = [np.ascontiguousarray(k) for k in keys]
         self.metrics = None
 
     def call(self, i):

@@ -104,17 +104,20 @@ def _onecycle(count, total_steps: int, pct_start: float, start, peak, end):
                      _cos_anneal(peak, end, jnp.minimum(pct_down, 1.0)))
 
 
+def _onecycle_fn(recipe: Recipe, steps_per_epoch: int, start, peak, end):
+    total = recipe.epochs * steps_per_epoch
+
+    def fn(count):
+        return _onecycle(count, total, recipe.pct_start, start, peak, end).astype(jnp.float32)
+
+    return fn
+
+
 def schedule(recipe: Recipe, steps_per_epoch: int):
     """optax learning-rate schedule over optimizer steps (count = steps taken so far)."""
     if recipe.schedule == "onecycle":
-        total = recipe.epochs * steps_per_epoch
         start = recipe.lr / ONECYCLE_DIV
-
-        def onecycle(count):
-            return _onecycle(count, total, recipe.pct_start, start, recipe.lr,
-                             start / ONECYCLE_FINAL_DIV).astype(jnp.float32)
-
-        return onecycle
+        return _onecycle_fn(recipe, steps_per_epoch, start, recipe.lr, start / ONECYCLE_FINAL_DIV)
 
     def fn(count):
         return lr_at_epoch(recipe, count // steps_per_epoch).astype(jnp.float32)
@@ -127,13 +130,8 @@ def momentum_schedule(recipe: Recipe, steps_per_epoch: int):
     recipe's momentum is constant."""
     if recipe.schedule != "onecycle":
         return None
-    total = recipe.epochs * steps_per_epoch
     base, peak = ONECYCLE_MOMENTUM
-
-    def fn(count):
-        return _onecycle(count, total, recipe.pct_start, peak, base, peak).astype(jnp.float32)
-
-    return fn
+    return _onecycle_fn(recipe, steps_per_epoch, peak, base, peak)
 
 
 RECIPES: dict[str, Recipe] = {

@@ -76,12 +76,15 @@ def test_step_lr_at_boundaries():
 
 
 def _torch_sgd(param, grads, lr_of_step, momentum, nesterov, wd):
-    """torch.optim.SGD's update rule, written out (dampening 0)."""
+    """torch.optim.SGD's update rule, written out (dampening 0). `momentum` may be a
+    function of the step (what OneCycleLR's cycle_momentum sets)."""
+    momentum_of_step = momentum if callable(momentum) else (lambda t: momentum)
     buf = None
     for t, g in enumerate(grads):
+        m = momentum_of_step(t)
         g = g + wd * param
-        buf = g if buf is None else momentum * buf + g
-        d = g + momentum * buf if nesterov else buf
+        buf = g if buf is None else m * buf + g
+        d = g + m * buf if nesterov else buf
         param = param - lr_of_step(t) * d
     return param
 
@@ -102,17 +105,6 @@ def test_optimizer_matches_torch_sgd(arch):
         lambda t: recipe.lr * 0.5 ** (t // spe), recipe.momentum, recipe.nesterov, recipe.weight_decay,
     )
     np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-6)
-
-
-def _torch_sgd_cycled(param, grads, lrs, momenta, nesterov, wd):
-    """torch.optim.SGD with a per-step momentum (what OneCycleLR's cycle_momentum sets)."""
-    buf = None
-    for g, lr, m in zip(grads, lrs, momenta):
-        g = g + wd * param
-        buf = g if buf is None else m * buf + g
-        d = g + m * buf if nesterov else buf
-        param = param - lr * d
-    return param
 
 
 @pytest.mark.parametrize("epochs,spe,pct", [(3, 10, 0.3), (15, 469, 0.2), (2, 7, 0.5)])
@@ -147,8 +139,8 @@ def test_onecycle_matches_torch(epochs, spe, pct):
     for g in grads:
         upd, state = tx.update(g, state, x)
         x = optax.apply_updates(x, upd)
-    expected = _torch_sgd_cycled(np.asarray(p), [np.asarray(g) for g in grads], want_lr[:steps],
-                                 want_m[:steps], recipe.nesterov, recipe.weight_decay)
+    expected = _torch_sgd(np.asarray(p), [np.asarray(g) for g in grads], want_lr.__getitem__,
+                          want_m.__getitem__, recipe.nesterov, recipe.weight_decay)
     np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-5)
 
 
