@@ -6,8 +6,9 @@ starts its backend (set JAXMNIST_TUNE=0 to skip, e.g. for A/B benchmarks):
 * XLA flag --xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-individual_dot:
   keeps XLA from routing each small convolution / dot through YNNPACK one by one, which
   measured slower for 4-32 channel convolutions on this CPU;
-* glibc malloc kept from returning large buffers to the OS between steps (mallopt),
-  which otherwise costs page faults on every step for the heavier networks;
+* glibc malloc kept from returning large buffers to the OS between steps and from
+  serving them with mmap (mallopt), which otherwise costs page faults on every step for
+  the heavier networks;
 * a persistent compilation cache (~/.cache/jaxmnist/xla, or $JAXMNIST_CACHE_DIR/xla),
   so a second run reaches its first step without recompiling.
 
@@ -40,10 +41,15 @@ def _tune_malloc() -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        # M_TRIM_THRESHOLD=-1, M_TOP_PAD=-2, M_MMAP_THRESHOLD=-3 (glibc malloc.h)
+        # M_TRIM_THRESHOLD=-1, M_TOP_PAD=-2, M_MMAP_THRESHOLD=-3, M_MMAP_MAX=-4 (malloc.h)
         libc.mallopt(-3, 32 * 1024 * 1024)
         libc.mallopt(-1, 1024 * 1024 * 1024)
         libc.mallopt(-2, 256 * 1024 * 1024)
+        # No mmap at all: glibc caps the mmap threshold at 32 MB, and fc19k's step needs a
+        # 44 MB scratch buffer per call, which would otherwise be mapped, zero-filled by
+        # the kernel and unmapped on every step (fc19k, 5 alternating process pairs:
+        # 22.5 -> 21.5 ms per step).
+        libc.mallopt(-4, 0)
     except (OSError, AttributeError):
         pass
 

@@ -13,6 +13,8 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   with very few channels (gap9k's 4->4 and 4->8, and their input gradients) skip XLA's
   convolution altogether: sums of shifted input slices, fused into one loop; the
   1-channel first layer is one matmul over shifted copies.
+* BatchNorm moments: column sums over 10- or 20-channel rows run at a fraction of memory
+  speed; summing several rows side by side as one wider row does not.
 * dropout: a threefry draw per element costs more than the layer it regularises; here a
   counter-based integer hash (two multiply-xorshift rounds) of the element index, seeded by one
   jax.random draw per layer, gives the keep mask.
@@ -253,11 +255,44 @@ max_pool.defvjp(_pool_fwd, _pool_bwd)
 # --- BatchNorm moments --------------------------------------------------------------
 
 
-def batch_moments(x):
-    """Mean and biased variance over all but the channel axis, in one pass."""
+def batch_moments_reference(x):
     axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axes)
-    mean_sq = jnp.mean(jnp.square(x), axes)
+    return mean, jnp.var(x, axes)
+
+
+def _rows_side_by_side(m: int, c: int) -> int:
+    """How many of the m rows of c channels to lay side by side for a column sum: the
+    fewest that make a whole number of 16-float vectors (16 // gcd(c, 16)), if m allows.
+
+    XLA:CPU sums the columns of an (m, c) array at a fraction of memory speed when c is
+    not a multiple of 16; viewed as (m / g, g * c) (a free reshape) and finished with a
+    tiny (g, c) sum, it runs 2-4x faster: (128, 28, 28, 10), both BatchNorm sums, 0.27 ->
+    0.08 ms; (128, 26, 26, 8) 0.20 -> 0.05 ms. Multiples of 16 gain nothing (g = 1).
+    """
+    g = 16 // math.gcd(c, 16)
+    while m % g:
+        g //= 2
+    return g
+
+
+def batch_moments(x):
+    """Mean and biased variance over all but the channel axis, in one pass (E[x], E[x^2]).
+
+    Both sums run on the same (m / g, g * c) view of x (_rows_side_by_side); squaring the
+    view rather than x keeps the backward pass in that view too (measured: squaring x
+    before the reshape loses the gain in fc19k's step).
+    """
+    c = x.shape[-1]
+    m = x.size // c
+    g = _rows_side_by_side(m, c)
+    if g == 1:
+        axes = tuple(range(x.ndim - 1))
+        mean, mean_sq = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)
+    else:
+        rows = x.reshape(m // g, g * c)
+        mean = jnp.sum(rows, 0).reshape(g, c).sum(0) / m
+        mean_sq = jnp.sum(jnp.square(rows), 0).reshape(g, c).sum(0) / m
     return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
 
 

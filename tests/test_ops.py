@@ -58,6 +58,25 @@ def test_max_pool_value_and_gradient_with_ties():
     np.testing.assert_array_equal(g_fast, g_plain)
 
 
+@pytest.mark.parametrize("shape,g", [
+    ((6, 28, 28, 10), 8), ((6, 14, 14, 20), 4), ((6, 26, 26, 8), 2), ((6, 9, 9, 12), 2),
+    ((3, 5, 5, 10), 1), ((6, 7, 7, 16), 1), ((6, 1, 1, 120), 2),
+])
+def test_batch_moments_value_and_gradient(shape, g):
+    """The side-by-side row sums (g rows per vector; fewer when the row count is odd)
+    equal the plain mean and variance, in value and gradient."""
+    m, c = int(np.prod(shape[:-1])), shape[-1]
+    assert ops._rows_side_by_side(m, c) == g
+    kx, kd = jax.random.split(jax.random.PRNGKey(3))
+    x = jax.random.normal(kx, shape) * 2.0 + 0.5
+    for f, p in zip(ops.batch_moments(x), ops.batch_moments_reference(x)):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5)
+    dmean, dvar = jax.random.normal(kd, (2, c))
+    fast, plain = (jax.vjp(fn, x)[1]((dmean, dvar))[0]
+                   for fn in (ops.batch_moments, ops.batch_moments_reference))
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("rate", [0.01, 0.05, 0.1, 0.5])
 def test_hash_dropout_statistics(rate):
     x = jnp.ones((64, 28, 28, 16))
@@ -96,6 +115,7 @@ def test_network_gradients_match_plain_formulation(arch, monkeypatch):
     fast = grads()
     monkeypatch.setattr(ops, "conv2d", ops.conv2d_reference)
     monkeypatch.setattr(ops, "max_pool", ops.max_pool_reference)
+    monkeypatch.setattr(ops, "batch_moments", ops.batch_moments_reference)
     monkeypatch.setattr(models, "DEFER_CONV_BIAS", False)  # conv bias added, then BatchNorm
     plain = grads()
     # Running statistics (the deferred bias must reach the running mean) and gradients;
