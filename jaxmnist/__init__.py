@@ -41,14 +41,13 @@ def _tune_malloc() -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        # M_TRIM_THRESHOLD=-1, M_TOP_PAD=-2, M_MMAP_THRESHOLD=-3, M_MMAP_MAX=-4 (malloc.h)
-        libc.mallopt(-3, 32 * 1024 * 1024)
+        # M_TRIM_THRESHOLD=-1, M_TOP_PAD=-2, M_MMAP_MAX=-4 (malloc.h)
         libc.mallopt(-1, 1024 * 1024 * 1024)
         libc.mallopt(-2, 256 * 1024 * 1024)
-        # No mmap at all: glibc caps the mmap threshold at 32 MB, and fc19k's step needs a
-        # 44 MB scratch buffer per call, which would otherwise be mapped, zero-filled by
-        # the kernel and unmapped on every step (fc19k, 5 alternating process pairs:
-        # 22.5 -> 21.5 ms per step).
+        # No mmap at all (raising the mmap threshold is not enough: glibc caps it at 32 MB,
+        # and fc19k's step needs a 44 MB scratch buffer per call, which would otherwise be
+        # mapped, zero-filled by the kernel and unmapped on every step; fc19k, 5 alternating
+        # process pairs: 22.5 -> 21.5 ms per step).
         libc.mallopt(-4, 0)
     except (OSError, AttributeError):
         pass

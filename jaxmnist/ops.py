@@ -291,8 +291,11 @@ def batch_moments(x):
         mean, mean_sq = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)
     else:
         rows = x.reshape(m // g, g * c)
-        mean = jnp.sum(rows, 0).reshape(g, c).sum(0) / m
-        mean_sq = jnp.sum(jnp.square(rows), 0).reshape(g, c).sum(0) / m
+
+        def column_mean(a):
+            return jnp.sum(a, 0).reshape(g, c).sum(0) / m
+
+        mean, mean_sq = column_mean(rows), column_mean(jnp.square(rows))
     return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
 
 
