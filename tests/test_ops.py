@@ -10,8 +10,9 @@ from jaxmnist import models, ops, step, recipes, loop
 
 @pytest.mark.parametrize("k,pad,cin,cout,hw", [
     (3, 0, 1, 8, 28), (3, 1, 1, 10, 28),  # 1-channel input: shifted-copy matmul
-    (3, 1, 16, 16, 14), (1, 0, 12, 10, 24), (3, 0, 16, 120, 3),
-    (3, 0, 4, 4, 26), (3, 0, 4, 8, 24), (3, 1, 8, 4, 11), (3, 0, 8, 8, 9),  # shifted slices
+    (3, 1, 16, 16, 14), (1, 0, 12, 10, 24), (3, 0, 16, 120, 3),  # XLA's convolution
+    (3, 1, 10, 20, 28), (3, 1, 20, 10, 14), (3, 0, 4, 4, 26), (3, 0, 8, 12, 15),  # 2x2 blocks
+    (3, 1, 8, 4, 11), (3, 0, 8, 8, 9),  # shifted slices
     (3, 1, 4, 32, 9), (3, 0, 20, 4, 9),  # zero-padded to 8 channels
 ])
 def test_conv_value_and_gradients(k, pad, cin, cout, hw):
@@ -27,14 +28,15 @@ def test_conv_value_and_gradients(k, pad, cin, cout, hw):
         np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("cin,cout", [(1, 8), (4, 4), (4, 32), (16, 16)])
-def test_conv_vmapped_over_models_equals_each_model(cin, cout):
+@pytest.mark.parametrize("cin,cout,hw", [(1, 8, 10), (4, 4, 10), (4, 32, 10), (16, 16, 10),
+                                         (10, 20, 14)])
+def test_conv_vmapped_over_models_equals_each_model(cin, cout, hw):
     """K models' convolutions in one vmapped call (the multi-seed step) match each alone,
     in value and gradient, whichever formulation conv2d picks for the shape."""
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(3), 3)
-    x = jax.random.normal(kx, (2, 3, 10, 10, cin))
+    x = jax.random.normal(kx, (2, 3, hw, hw, cin))
     w = jax.random.normal(kw, (2, 3, 3, cin, cout)) * 0.3
-    dy = jax.random.normal(kd, (2, 3, 10, 10, cout))
+    dy = jax.random.normal(kd, (2, 3, hw, hw, cout))
 
     def value_and_grads(x, w, dy):
         y, vjp = jax.vjp(lambda a, b: ops.conv2d(a, b, 1), x, w)
@@ -45,6 +47,35 @@ def test_conv_vmapped_over_models_equals_each_model(cin, cout):
         alone = value_and_grads(x[m], w[m], dy[m])
         for b, a in zip(batched, alone):
             np.testing.assert_allclose(b[m], a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,pad,hw", [(3, 1, 16), (3, 0, 15), (3, 1, 17), (5, 2, 16),
+                                      (5, 0, 14), (2, 0, 16)])
+def test_blocked_conv_any_geometry(k, pad, hw):
+    """The 2x2-block convolution for odd and even sizes, kernels of 2, 3 and 5 taps."""
+    kx, kw, kd = jax.random.split(jax.random.PRNGKey(7), 3)
+    x = jax.random.normal(kx, (3, hw, hw, 3))
+    w = jax.random.normal(kw, (k, k, 3, 5)) * 0.3
+    y = ops._conv_blocked(x, w, pad)
+    ref = ops.conv2d_reference(x, w, pad)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    dy = jax.random.normal(kd, y.shape)
+    fast = jax.vjp(lambda a, b: ops._conv_blocked(a, b, pad), x, w)[1](dy)
+    plain = jax.vjp(lambda a, b: ops.conv2d_reference(a, b, pad), x, w)[1](dy)
+    for f, p in zip(fast, plain):
+        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_picks_blocks_for_large_narrow_layers():
+    """The routing the step relies on: fc19k's 28x28 10->20 layer runs on blocks,
+    fc16k's 16->16 and the small late layers do not."""
+    def blocked(hw, cin, cout):
+        x = jnp.zeros((2, hw, hw, cin))
+        w = jnp.zeros((3, 3, cin, cout))
+        return "optimization_barrier" in str(jax.make_jaxpr(ops.conv2d, static_argnums=2)(x, w, 1))
+    assert blocked(28, 10, 20) and blocked(14, 20, 10) and blocked(26, 4, 4)
+    assert not blocked(28, 16, 16) and not blocked(7, 10, 10)
 
 
 def test_max_pool_value_and_gradient_with_ties():
