@@ -9,12 +9,10 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   slow scalar loop; here the gradient is four strided slices and an equality mask.
 * convolution: XLA derives the input/weight gradients as convolutions with
   non-canonical dimension orders that hit slow paths; here both are written as ordinary
-  NHWC/HWIO convolutions (flipped kernel; batch as the contraction dimension). Layers
-  with very few channels (gap9k's 4->4 and 4->8, and their input gradients) skip XLA's
-  convolution altogether: sums of shifted input slices, fused into one loop; the
+  NHWC/HWIO convolutions (flipped kernel; batch as the contraction dimension). The
   1-channel first layer is one matmul over shifted copies. Large layers with 4-12
-  channels on a side run on 2x2 pixel blocks (four times the channels, which XLA's
-  convolution handles far better than the few channels it would otherwise pack).
+  channels on a side run on 2x2 pixel blocks: four times the channels, which XLA's
+  convolution handles far better than the few it would otherwise pack patch by patch.
 * BatchNorm moments: column sums over 10- or 20-channel rows run at a fraction of memory
   speed; summing several rows side by side as one wider row does not.
 * dropout: a threefry draw per element costs more than the layer it regularises; here a
@@ -81,70 +79,15 @@ def conv2d_batched_models(x, kernel, padding: int):
     return _model_batched_conv(padding)(x, kernel)
 
 
-# Channel counts below this are padded with zeros up to it (see _conv_padded).
-MIN_CHANNELS = 8
-
-
-def _conv_padded(x, kernel, padding: int):
-    """conv2d_batched_models with 2-7 input channels (and, from 8+ inputs, fewer than 8
-    outputs) zero-padded to 8. XLA:CPU's convolution runs 4-channel tensors slower than
-    8-channel ones (gap9k's 4->4 and 8->4 layers: 1.5 -> 1.3 ms and 3.6 -> 2.0 ms at
-    batch 128, pad included); the zero channels change no value.
-    """
-    cin, cout = kernel.shape[2], kernel.shape[3]
-    pin = MIN_CHANNELS - cin if 1 < cin < MIN_CHANNELS else 0
-    pout = MIN_CHANNELS - cout if cout < MIN_CHANNELS <= cin + pin else 0
-    if pin:
-        x = jnp.pad(x, ((0, 0),) * 3 + ((0, pin),))
-    if pin or pout:
-        kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, pin), (0, pout)))
-    y = conv2d_batched_models(x, kernel, padding)
-    return y[..., :cout] if pout else y
-
-
-# A k x k convolution with more than one and at most this many input x output channels
-# runs as sums of shifted, scaled slices (_conv_direct).
-DIRECT_MAX_CHANNEL_PRODUCT = 64
-
-
-def _conv_direct(x, kernel, padding: int):
-    """The convolution as k*k*Cin broadcast multiply-adds of shifted input slices.
-
-    XLA fuses the whole sum into one loop over the output, which streams the input once;
-    its convolution routine, built for wide channels, runs 4->4 and 4->8 layers several
-    times slower than that (gap9k's 26x26 4->4 layer at batch 128: 1.50 -> 0.34 ms forward,
-    input gradient 1.85 -> 0.59 ms; its train step 20% faster). Wider layers lose: from
-    8->16 on, the convolution wins.
-    """
-    k, _, cin, _ = kernel.shape
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
-    h, w = xp.shape[1] - k + 1, xp.shape[2] - k + 1
-    out = None
-    for i in range(k):
-        for j in range(k):
-            window = xp[:, i:i + h, j:j + w, :]
-            for c in range(cin):
-                term = window[..., c:c + 1] * kernel[i, j, c]
-                out = term if out is None else out + term
-    return out
-
-
-def _conv_any(x, kernel, padding: int):
-    k, _, cin, cout = kernel.shape
-    if k > 1 and cin > 1 and cin * cout <= DIRECT_MAX_CHANNEL_PRODUCT:
-        return _conv_direct(x, kernel, padding)
-    return _conv_padded(x, kernel, padding)
-
-
 def _conv_fwd(x, kernel, padding):
-    return _conv_any(x, kernel, padding), (x, kernel)
+    return conv2d_batched_models(x, kernel, padding), (x, kernel)
 
 
 def _conv_bwd(padding, res, dy):
     x, kernel = res
     k = kernel.shape[0]
     # dx: full correlation of dy with the spatially flipped kernel, in/out swapped.
-    dx = _conv_any(dy, _flipped(kernel), k - 1 - padding)
+    dx = conv2d_batched_models(dy, _flipped(kernel), k - 1 - padding)
     if k == 1:
         dw = jnp.einsum("nhwc,nhwd->cd", x, dy)[None, None]
     else:
@@ -163,7 +106,7 @@ def _weight_gradient(xp, dy):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_general(x, kernel, padding: int):
-    return _conv_any(x, kernel, padding)
+    return conv2d_batched_models(x, kernel, padding)
 
 
 _conv_general.defvjp(_conv_fwd, _conv_bwd)
@@ -178,7 +121,9 @@ def _flipped(kernel):
 
 # Layers at least this large with at most this many channels on one side run on 2x2
 # pixel blocks (_conv_blocked). Measured in the train step (paired A/B, batch 128):
-# fc19k +8%, gap7k +6%, gap8k +8%, gap9k +20%; fc16k's 16-channel layers lost 9-13%.
+# fc19k +8%, gap7k +6%, gap8k +8%, gap9k +20% (its 4-channel layers were sums of shifted
+# slices and zero-padding to 8 channels before: both retired); fc16k's 16-channel layers
+# lost 9-13% on blocks.
 BLOCKED_MIN_SIZE = 14
 BLOCKED_MAX_CHANNELS = 12
 
@@ -233,7 +178,7 @@ def _blocked_fwd(x, kernel, padding):
                      (padding, padding + extra + wo % 2), (0, 0)))
     xs = lax.optimization_barrier(_space_to_depth(xp))
     block_kernel = _block_kernel(kernel)
-    y = lax.optimization_barrier(_depth_to_space(_conv_any(xs, block_kernel, 0)))
+    y = lax.optimization_barrier(_depth_to_space(conv2d_batched_models(xs, block_kernel, 0)))
     return y[:, :ho, :wo], (xs, block_kernel, kernel)
 
 
@@ -243,7 +188,7 @@ def _blocked_bwd(padding, res, dy):
     ho, wo = dy.shape[1:3]
     dy = jnp.pad(dy, ((0, 0), (0, ho % 2), (0, wo % 2), (0, 0)))  # to the even size
     dys = lax.optimization_barrier(_space_to_depth(dy))
-    dxs = _conv_any(dys, _flipped(block_kernel), kb - 1)
+    dxs = conv2d_batched_models(dys, _flipped(block_kernel), kb - 1)
     dxp = lax.optimization_barrier(_depth_to_space(dxs))
     h, w = ho - 2 * padding + k - 1, wo - 2 * padding + k - 1
     dx = dxp[:, padding:padding + h, padding:padding + w]
@@ -290,8 +235,7 @@ def _first_bwd(padding, res, dy):
     rows, x, kernel = res
     k, cout = kernel.shape[0], kernel.shape[3]
     dw = (rows @ dy.reshape(-1, cout)).reshape(kernel.shape)
-    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-    dx = conv2d_batched_models(dy, flipped, k - 1 - padding)  # unused by training: DCE'd
+    dx = conv2d_batched_models(dy, _flipped(kernel), k - 1 - padding)  # unused by training: DCE'd
     return dx, dw
 
 

@@ -12,8 +12,7 @@ from jaxmnist import models, ops, step, recipes, loop
     (3, 0, 1, 8, 28), (3, 1, 1, 10, 28),  # 1-channel input: shifted-copy matmul
     (3, 1, 16, 16, 14), (1, 0, 12, 10, 24), (3, 0, 16, 120, 3),  # XLA's convolution
     (3, 1, 10, 20, 28), (3, 1, 20, 10, 14), (3, 0, 4, 4, 26), (3, 0, 8, 12, 15),  # 2x2 blocks
-    (3, 1, 8, 4, 11), (3, 0, 8, 8, 9),  # shifted slices
-    (3, 1, 4, 32, 9), (3, 0, 20, 4, 9),  # zero-padded to 8 channels
+    (3, 1, 8, 4, 11), (3, 0, 8, 8, 9), (3, 1, 4, 32, 9), (3, 0, 20, 4, 9),  # small, few channels
 ])
 def test_conv_value_and_gradients(k, pad, cin, cout, hw):
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(0), 3)
