@@ -171,9 +171,9 @@ def _block_kernel(kernel):
 def _blocked_fwd(x, kernel, padding):
     k, h, w = kernel.shape[0], x.shape[1], x.shape[2]
     ho, wo = h + 2 * padding - k + 1, w + 2 * padding - k + 1
-    # Padded so that the output, rounded up to even, is whole blocks: (ho + ho % 2) / 2
-    # blocks need (ho + ho % 2) / 2 + kb - 1 input blocks.
-    extra = 2 * (k // 2 + 1) - 2 - k + 1
+    # Pad to whole input blocks for the output rounded up to an even size: an odd k needs
+    # no more rows than the symmetric padding gives, an even k one more.
+    extra = 1 - k % 2
     xp = jnp.pad(x, ((0, 0), (padding, padding + extra + ho % 2),
                      (padding, padding + extra + wo % 2), (0, 0)))
     xs = lax.optimization_barrier(_space_to_depth(xp))
