@@ -208,6 +208,21 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def publish_run(report: dict, table: str, json_path: str | None, load_before,
+                notes: Sequence[str] = ()) -> dict:
+    """publish() under a machine line, the notes, and the busy warning if the load average
+    taken before the run calls for it (kept as the machine's load_average; the one after
+    the run, which the run itself raised, as load_average_after)."""
+    machine = report["machine"]
+    machine["load_average"], machine["load_average_after"] = load_before, machine["load_average"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; git {machine.get('git')}.",
+             *notes]
+    warning = busy_warning(load_before, machine["cores"])
+    if warning:
+        lines.append(warning)
+    return publish(report, table + "\n\n" + "\n".join(lines), json_path)
+
+
 def publish(report: dict, table: str, json_path: str | None) -> dict:
     """Prints the markdown table and, when asked, writes the JSON report."""
     print(table, flush=True)

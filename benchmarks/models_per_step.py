@@ -80,13 +80,8 @@ def main(argv=None) -> dict:
              f"{r['images_per_s'] / base:.2f}x" if base else "-"] for r in results]
     table = common.markdown_table(
         ["arch", "K", "total images/s (median)", "min", "max", "first call s", "vs K=1"], rows)
-    machine = common.machine_info()
-    report = {"machine": machine, "results": results}
-    notes = [f"Machine: {machine['cpu']}, {machine['cores']} cores; git {machine.get('git')}."]
-    warning = common.busy_warning(load_before, machine["cores"])
-    if warning:
-        notes.append(warning)
-    return common.publish(report, table + "\n\n" + "\n".join(notes), args.json)
+    report = {"machine": common.machine_info(), "results": results}
+    return common.publish_run(report, table, args.json, load_before)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,7 @@ def measure(runners: list[Runner], args, fixed_steps: int | None,
             "max": hi,
             "compile_s": max(0.0, sum(warm) - len(warm) * call_s),
             "warmup_call_s": warm,
+            "repeat_images_per_s": rates,  # in time order; impls take turns within a repeat
             "steps": steps,
             "repeats": len(rates),
             "images_per_call": r.images_per_call,

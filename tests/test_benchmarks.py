@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import common  # noqa: E402
+import epoch_vs_step  # noqa: E402
 import models_per_step  # noqa: E402
 import step_throughput  # noqa: E402  (imports jaxmnist before jax)
 import time_to_accuracy  # noqa: E402
@@ -58,6 +59,8 @@ def test_step_throughput_tiny_run_writes_schema(tmp_path, capsys):
             assert _positive_finite(r[key]), (key, r)
         assert r["min"] <= r["images_per_s"] <= r["max"]
         assert math.isfinite(r["compile_s"]) and r["compile_s"] >= 0
+        assert len(r["repeat_images_per_s"]) == 2  # per repeat, for paired ratios
+        assert sorted(r["repeat_images_per_s"])[0] == r["min"]
     assert {r["batch_size"] for r in results if not r["impl"].endswith("-eval")} == {32}
 
     printed = capsys.readouterr().out
@@ -100,6 +103,22 @@ def test_models_per_step_tiny_run(tmp_path, capsys):
         assert all(_positive_finite(r[k]) for k in ("images_per_s", "min", "max", "first_call_s"))
     table = capsys.readouterr().out
     assert "vs K=1" in table and table.count("| gap7k") == 2
+
+
+def test_epoch_vs_step_tiny_run(tmp_path, capsys, mnist_dir):
+    """Trainer epochs on real MNIST (a 512-image slice) against the bare step."""
+    out = tmp_path / "e.json"
+    epoch_vs_step.main(["--arch", "gap9k", "--epochs", "2", "--rounds", "1",
+                        "--train-examples", "512", "--data-dir", mnist_dir, "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert MACHINE_KEYS <= set(report["machine"])
+    (r,) = report["results"]
+    assert r["arch"] == "gap9k" and r["train_examples"] == 512 and len(r["epochs_images_per_s"]) == 1
+    assert all(_positive_finite(r[k]) for k in ("epoch_images_per_s", "step_images_per_s"))
+    assert r["epoch_over_step"] == pytest.approx(r["epoch_images_per_s"] / r["step_images_per_s"])
+    assert "epoch / step" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        epoch_vs_step.main(["--epochs", "1"])  # the first epoch is never timed
 
 
 def test_quick_is_small():
