@@ -16,6 +16,8 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -96,6 +98,76 @@ def machine_info(with_jax: bool = True) -> dict[str, Any]:
     if with_jax:
         info["device"] = jax_devices()
     return info
+
+
+# cross_core_ratio() above this: moving cache lines between the first two CPUs is slow.
+SLOW_CROSS_CORE = 2.5
+
+
+def cross_core_ratio(megabytes: int = 8, rounds: int = 5) -> float | None:
+    """How much longer one CPU takes to overwrite a buffer another CPU has just read than one
+    it read itself (median over rounds); None with fewer than two CPUs or no affinity API.
+
+    This project's 2-vCPU VM has phases, seconds to minutes long, in which moving cache
+    lines between its two CPUs costs ~4x: this ratio reads 1.0-1.2 normally and 6-7 then
+    (checked against a C probe of the line round-trip time: 80-130 ns vs 320-420 ns). Those
+    phases cost the jaxmnist step 20-25% and PyTorch's less, so the benchmark records the
+    ratio before every repeat. Uses numpy (np.copyto releases the GIL) and two threads,
+    each pinned to one CPU; ~50 ms.
+    """
+    import numpy as np
+
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    if len(cpus) < 2:
+        return None
+    buf = np.zeros(megabytes * 2**18, np.float32)
+    src = np.ones_like(buf)
+    meet = threading.Barrier(2)
+    own: list[float] = []
+    other: list[float] = []
+    failed: list[BaseException] = []
+
+    def reader():
+        try:
+            os.sched_setaffinity(0, {cpus[1]})  # this thread only
+            for _ in range(rounds):
+                meet.wait()
+                float(buf.sum())
+                meet.wait()
+                meet.wait()
+        except BaseException as exc:  # noqa: BLE001 - reported below, never raised in a thread
+            failed.append(exc)
+            meet.abort()
+
+    def writer():
+        try:
+            os.sched_setaffinity(0, {cpus[0]})
+            for _ in range(rounds):
+                meet.wait()
+                meet.wait()  # the other CPU has read buf
+                t = time.perf_counter()
+                np.copyto(buf, src)
+                other.append(time.perf_counter() - t)
+                float(buf.sum())
+                t = time.perf_counter()
+                np.copyto(buf, src)
+                own.append(time.perf_counter() - t)
+                meet.wait()
+        except BaseException as exc:  # noqa: BLE001
+            failed.append(exc)
+            meet.abort()
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed or not own:
+        return None
+    return statistics.median(other) / statistics.median(own)
 
 
 def busy_warning(load: Sequence[float] | None, cores: int) -> str | None:

@@ -252,7 +252,9 @@ def measure(runners: list[Runner], args, fixed_steps: int | None,
         plan[r.impl] = (warm, choose_steps(warm, args, fixed_steps))
         live.append(r)
     times: dict[str, list[float]] = {r.impl: [] for r in live}
+    cross_core: list[float | None] = []
     for rep in range(args.repeats):
+        cross_core.append(common.cross_core_ratio())  # see common.SLOW_CROSS_CORE
         for r in list(live):
             steps = plan[r.impl][1]
             time.sleep(SETTLE_S)  # let the previous impl's spinning worker threads go idle
@@ -277,6 +279,7 @@ def measure(runners: list[Runner], args, fixed_steps: int | None,
             "compile_s": max(0.0, sum(warm) - len(warm) * call_s),
             "warmup_call_s": warm,
             "repeat_images_per_s": rates,  # in time order; impls take turns within a repeat
+            "repeat_cross_core_ratio": cross_core[:len(rates)],  # probed before each repeat
             "steps": steps,
             "repeats": len(rates),
             "images_per_call": r.images_per_call,
@@ -482,6 +485,12 @@ def notes(args, machine, warning) -> list[str]:
                "steady-state steps (jit/torch.compile compilation; the jax persistent "
                "compilation cache can make it small on a second run).")
     out.append("Eval rows: one pass over the eval images in batches of 1000.")
+    out.append("slow-phase repeats: repeats (all impls of one repeat share a probe) before which "
+               "one CPU took more than "
+               f"{common.SLOW_CROSS_CORE}x as long to overwrite 8 MB the other CPU had just read as "
+               "8 MB it had read itself (benchmarks/common.py cross_core_ratio); on this "
+               "project's VM such phases slow the jaxmnist step 20-25% and PyTorch's less. "
+               "The medians include them.")
     if args.in_process:
         out.append("Isolation: every impl in one process (--in-process).")
     else:
@@ -504,16 +513,19 @@ def table(report: dict) -> str:
         if r.get("error"):
             first = r["error"].splitlines()[0][:60]
             rows.append([r["arch"], r["batch_size"], r["impl"], f"failed: {first}",
-                         "-", "-", "-", "-"])
+                         "-", "-", "-", "-", "-"])
             continue
         ref = base.get((r["arch"], r["batch_size"], r["impl"].endswith("-eval")))
         ratio = f"{r['images_per_s'] / ref:.2f}x" if ref else "-"
+        probes = [x for x in r.get("repeat_cross_core_ratio", []) if x is not None]
+        slow = f"{sum(x > common.SLOW_CROSS_CORE for x in probes)}/{len(probes)}" if probes else "-"
         rows.append([r["arch"], r["batch_size"], r["impl"], common.fmt_num(r["images_per_s"]),
                      common.fmt_num(r["min"]), common.fmt_num(r["max"]),
-                     common.fmt_num(r["compile_s"], 2), ratio])
+                     common.fmt_num(r["compile_s"], 2), ratio, slow])
     headers = ["arch", "batch", "impl", "images/s (median)", "min", "max", "compile s",
-               "vs torch-eager"]
-    text = common.markdown_table(headers, rows, [False, True, False, True, True, True, True, True])
+               "vs torch-eager", "slow-phase repeats"]
+    text = common.markdown_table(headers, rows,
+                                 [False, True, False, True, True, True, True, True, True])
     m = report["machine"]
     v = m["versions"]
     lines = [

@@ -5,6 +5,7 @@ The benchmarks folder is not a package; its scripts are imported by path.
 
 import json
 import math
+import os
 import pathlib
 import sys
 
@@ -61,10 +62,22 @@ def test_step_throughput_tiny_run_writes_schema(tmp_path, capsys):
         assert math.isfinite(r["compile_s"]) and r["compile_s"] >= 0
         assert len(r["repeat_images_per_s"]) == 2  # per repeat, for paired ratios
         assert sorted(r["repeat_images_per_s"])[0] == r["min"]
+        assert len(r["repeat_cross_core_ratio"]) == 2
+        assert all(x is None or _positive_finite(x) for x in r["repeat_cross_core_ratio"])
     assert {r["batch_size"] for r in results if not r["impl"].endswith("-eval")} == {32}
 
     printed = capsys.readouterr().out
     assert "| arch" in printed and "vs torch-eager" in printed and "torch-eager-eval" in printed
+    assert "slow-phase repeats" in printed
+
+
+def test_cross_core_ratio():
+    """Positive and finite on a machine with two CPUs to pin to; None on one CPU."""
+    ratio = common.cross_core_ratio(megabytes=1, rounds=3)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert _positive_finite(ratio)
+    else:
+        assert ratio is None
 
 
 def test_torch_compile_failure_is_recorded(tmp_path, monkeypatch, capsys):
