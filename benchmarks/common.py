@@ -130,37 +130,38 @@ def cross_core_ratio(megabytes: int = 8, rounds: int = 5) -> float | None:
     other: list[float] = []
     failed: list[BaseException] = []
 
-    def reader():
-        try:
-            os.sched_setaffinity(0, {cpus[1]})  # this thread only
-            for _ in range(rounds):
-                meet.wait()
-                float(buf.sum())
-                meet.wait()
-                meet.wait()
-        except BaseException as exc:  # noqa: BLE001 - reported below, never raised in a thread
-            failed.append(exc)
-            meet.abort()
+    def pinned(cpu, body):
+        """A thread target running body() on one CPU; an error ends the probe, not the run."""
+        def target():
+            try:
+                os.sched_setaffinity(0, {cpu})  # this thread only
+                for _ in range(rounds):
+                    body()
+            except BaseException as exc:  # noqa: BLE001 - reported below, never raised in a thread
+                failed.append(exc)
+                meet.abort()
+        return target
 
-    def writer():
-        try:
-            os.sched_setaffinity(0, {cpus[0]})
-            for _ in range(rounds):
-                meet.wait()
-                meet.wait()  # the other CPU has read buf
-                t = time.perf_counter()
-                np.copyto(buf, src)
-                other.append(time.perf_counter() - t)
-                float(buf.sum())
-                t = time.perf_counter()
-                np.copyto(buf, src)
-                own.append(time.perf_counter() - t)
-                meet.wait()
-        except BaseException as exc:  # noqa: BLE001
-            failed.append(exc)
-            meet.abort()
+    def read():
+        meet.wait()
+        float(buf.sum())
+        meet.wait()
+        meet.wait()
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    def write():
+        meet.wait()
+        meet.wait()  # the other CPU has read buf
+        t = time.perf_counter()
+        np.copyto(buf, src)
+        other.append(time.perf_counter() - t)
+        float(buf.sum())
+        t = time.perf_counter()
+        np.copyto(buf, src)
+        own.append(time.perf_counter() - t)
+        meet.wait()
+
+    threads = [threading.Thread(target=pinned(cpus[1], read)),
+               threading.Thread(target=pinned(cpus[0], write))]
     for t in threads:
         t.start()
     for t in threads:

@@ -184,15 +184,16 @@ def _blocked_fwd(x, kernel, padding):
 
 def _blocked_bwd(padding, res, dy):
     xs, block_kernel, kernel = res
-    k, kb = kernel.shape[0], block_kernel.shape[0]
+    k = kernel.shape[0]
     ho, wo = dy.shape[1:3]
     dy = jnp.pad(dy, ((0, 0), (0, ho % 2), (0, wo % 2), (0, 0)))  # to the even size
     dys = lax.optimization_barrier(_space_to_depth(dy))
-    dxs = conv2d_batched_models(dys, _flipped(block_kernel), kb - 1)
+    # On blocks it is an ordinary unpadded convolution: its gradients are _conv_bwd's.
+    dxs, dblock_kernel = _conv_bwd(0, (xs, block_kernel), dys)
     dxp = lax.optimization_barrier(_depth_to_space(dxs))
     h, w = ho - 2 * padding + k - 1, wo - 2 * padding + k - 1
     dx = dxp[:, padding:padding + h, padding:padding + w]
-    dkernel = jax.vjp(_block_kernel, kernel)[1](_weight_gradient(xs, dys))[0]
+    dkernel = jax.vjp(_block_kernel, kernel)[1](dblock_kernel)[0]
     return dx, dkernel
 
 
