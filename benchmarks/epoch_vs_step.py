@@ -34,16 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import step_throughput  # noqa: E402  (its JaxTrain runner times make_train_fn)
 
-from jaxmnist import data as data_lib, loop, models, recipes  # noqa: E402
-
-
-def load_train(data_dir: str | None, train_examples: int | None) -> data_lib.Dataset:
-    ds = data_lib.load("mnist", data_dir=data_dir, val_examples=0)
-    if train_examples is not None:
-        keep = slice(0, train_examples)
-        ds = data_lib.Dataset(ds.name, data_lib.Split(ds.train.images[keep], ds.train.labels[keep]),
-                              ds.val, ds.test)
-    return ds
+from jaxmnist import cli, data as data_lib, loop, models, recipes  # noqa: E402
 
 
 def measure(arch: str, ds: data_lib.Dataset, rounds: int, epochs: int,
@@ -85,11 +76,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.epochs < 2:
         p.error("--rounds must be >= 1 and --epochs >= 2 (the first epoch is not timed)")
-    if args.train_examples is not None and args.train_examples < 1:
-        p.error("--train-examples must be positive")
-    try:
-        ds = load_train(data_lib.data_dir_from_env_or(args.data_dir), args.train_examples)
-    except data_lib.DataError as exc:
+    try:  # the trainer's loader: --train-examples keeps the first N training images
+        ds = cli.load_data("mnist", args.data_dir, val_examples=0, train_examples=args.train_examples)
+    except (data_lib.DataError, ValueError) as exc:
         p.exit(2, f"epoch_vs_step.py: error: {exc}\n")
     load_before = common.load_average()
     results = measure(args.arch, ds, args.rounds, args.epochs, args.variant)
