@@ -16,8 +16,8 @@ For each arch and batch size, images/s of
   * `torch-compile`: the same step (forward, backward, SGD update) under torch.compile;
     a failure is recorded in the JSON and the benchmark goes on;
 and, once per arch, inference over `--eval-images` images: `jaxmnist-eval`
-(`make_eval_fn(recipe, 1)`, batches of 1000 inside one jit) and `torch-eager-eval`
-(model.eval(), torch.no_grad(), batches of 1000).
+(`make_eval_fn(recipe, 1)`, the trainer's eval: batches of `jaxmnist.step.EVAL_BATCH`
+inside one jit) and `torch-eager-eval` (model.eval(), torch.no_grad(), the same batches).
 
 Each implementation runs in its own worker process (spawned by this script, which only
 coordinates): PyTorch's OpenMP threads keep spinning after each step and, in one process,
@@ -44,6 +44,7 @@ if __name__ == "__main__":
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import math
 import sys
@@ -63,7 +64,7 @@ IMPLS = ("jaxmnist", "torch-eager", "torch-compile")
 TRAIN_EXAMPLES = 60_000  # the synthetic on-device dataset, MNIST's training-set size
 KEY_POOL = 64  # distinct (idx, key) / torch batches, cycled through during a repeat
 TORCH_BATCH_POOL = 8
-EVAL_BATCH = 1000
+EVAL_BATCH = step_lib.EVAL_BATCH  # both sides score in the trainer's eval batches
 SETTLE_S = 0.25  # pause before each timed repeat (OpenMP / Eigen threads spin after work)
 
 QUICK = dict(archs=["gap8k", "fc19k"], batch_sizes=[128], repeats=2, warmup=2,
@@ -284,7 +285,27 @@ def measure(runners: list[Runner], args, fixed_steps: int | None,
             "repeats": len(rates),
             "images_per_call": r.images_per_call,
         })
+    ref = next((rec for rec in records if rec["impl"] in ("torch-eager", "torch-eager-eval")), None)
+    for rec in records:
+        if ref is not None and rec is not ref:
+            rec["paired_ratio_normal"], rec["paired_ratio_slow"] = paired_ratios(rec, ref)
     return records
+
+
+def paired_ratios(rec: dict, ref: dict) -> tuple[float | None, float | None]:
+    """Median of rec's images/s over ref's within each repeat, over the repeats probed
+    normal and over those probed slow (None where there were none).
+
+    The impls take turns inside a repeat, so a repeat's pair saw the same phase of the VM;
+    the overall medians mix the phases in whatever proportion a run happened to get.
+    """
+    groups: dict[bool, list[float]] = {False: [], True: []}
+    for a, b, probe in zip(rec["repeat_images_per_s"], ref["repeat_images_per_s"],
+                           rec["repeat_cross_core_ratio"]):
+        if probe is not None:
+            groups[probe > common.SLOW_CROSS_CORE].append(a / b)
+    normal, slow = (statistics.median(v) if v else None for v in (groups[False], groups[True]))
+    return normal, slow
 
 
 def error_record(arch, batch, impl, msg):
@@ -484,13 +505,14 @@ def notes(args, machine, warning) -> list[str]:
     out.append("compile_s: time of the warm-up calls in excess of the same number of "
                "steady-state steps (jit/torch.compile compilation; the jax persistent "
                "compilation cache can make it small on a second run).")
-    out.append("Eval rows: one pass over the eval images in batches of 1000.")
+    out.append(f"Eval rows: one pass over the eval images in batches of {EVAL_BATCH} (both sides).")
     out.append("slow-phase repeats: repeats (all impls of one repeat share a probe) before which "
                "one CPU took more than "
                f"{common.SLOW_CROSS_CORE}x as long to overwrite 8 MB the other CPU had just read as "
                "8 MB it had read itself (benchmarks/common.py cross_core_ratio); on this "
                "project's VM such phases slow the jaxmnist step 20-25% and PyTorch's less. "
-               "The medians include them.")
+               "The medians include them; 'paired vs eager' is the median per-repeat ratio "
+               "over the normal and over the slow repeats (paired_ratio_normal/_slow in the JSON).")
     if args.in_process:
         out.append("Isolation: every impl in one process (--in-process).")
     else:
@@ -513,19 +535,23 @@ def table(report: dict) -> str:
         if r.get("error"):
             first = r["error"].splitlines()[0][:60]
             rows.append([r["arch"], r["batch_size"], r["impl"], f"failed: {first}",
-                         "-", "-", "-", "-", "-"])
+                         "-", "-", "-", "-", "-", "-"])
             continue
         ref = base.get((r["arch"], r["batch_size"], r["impl"].endswith("-eval")))
         ratio = f"{r['images_per_s'] / ref:.2f}x" if ref else "-"
         probes = [x for x in r.get("repeat_cross_core_ratio", []) if x is not None]
         slow = f"{sum(x > common.SLOW_CROSS_CORE for x in probes)}/{len(probes)}" if probes else "-"
+        paired = "-"
+        if "paired_ratio_normal" in r:
+            paired = " / ".join("-" if x is None else f"{x:.2f}x"
+                                for x in (r["paired_ratio_normal"], r["paired_ratio_slow"]))
         rows.append([r["arch"], r["batch_size"], r["impl"], common.fmt_num(r["images_per_s"]),
                      common.fmt_num(r["min"]), common.fmt_num(r["max"]),
-                     common.fmt_num(r["compile_s"], 2), ratio, slow])
+                     common.fmt_num(r["compile_s"], 2), ratio, slow, paired])
     headers = ["arch", "batch", "impl", "images/s (median)", "min", "max", "compile s",
-               "vs torch-eager", "slow-phase repeats"]
+               "vs torch-eager", "slow-phase repeats", "paired vs eager: normal / slow"]
     text = common.markdown_table(headers, rows,
-                                 [False, True, False, True, True, True, True, True, True])
+                                 [False, True, False, True, True, True, True, True, True, True])
     m = report["machine"]
     v = m["versions"]
     lines = [

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (stdlib + numpy only: the torch worker must not import jax)
 
 IMPLS = ("jaxmnist", "torch")
-EVAL_BATCH = 1000
+EVAL_BATCH = 200  # jaxmnist.step.EVAL_BATCH (this module stays jax-free; a test checks they agree)
 
 
 def threshold_key(thr: float) -> str:

@@ -66,9 +66,25 @@ def test_step_throughput_tiny_run_writes_schema(tmp_path, capsys):
         assert all(x is None or _positive_finite(x) for x in r["repeat_cross_core_ratio"])
     assert {r["batch_size"] for r in results if not r["impl"].endswith("-eval")} == {32}
 
+    by_impl = {r["impl"]: r for r in results}
+    for impl, ref in (("jaxmnist", "torch-eager"), ("jaxmnist-eval", "torch-eager-eval")):
+        pair = (by_impl[impl]["paired_ratio_normal"], by_impl[impl]["paired_ratio_slow"])
+        assert pair == step_throughput.paired_ratios(by_impl[impl], by_impl[ref])
+        assert "paired_ratio_normal" not in by_impl[ref]
+
     printed = capsys.readouterr().out
     assert "| arch" in printed and "vs torch-eager" in printed and "torch-eager-eval" in printed
-    assert "slow-phase repeats" in printed
+    assert "slow-phase repeats" in printed and "paired vs eager: normal / slow" in printed
+
+
+def test_paired_ratios_split_by_phase():
+    """Each repeat's ratio goes to the phase its probe saw; unprobed repeats count in neither."""
+    rec = {"repeat_images_per_s": [10.0, 20.0, 30.0, 40.0],
+           "repeat_cross_core_ratio": [1.0, 6.0, None, 1.1]}
+    ref = {"repeat_images_per_s": [5.0, 20.0, 10.0, 10.0]}
+    assert step_throughput.paired_ratios(rec, ref) == (3.0, 1.0)
+    rec["repeat_cross_core_ratio"] = [1.0, 1.0, 1.0, 1.0]
+    assert step_throughput.paired_ratios(rec, ref) == (2.5, None)
 
 
 def test_cross_core_ratio():
@@ -153,6 +169,12 @@ def test_torch_rotation_matches_jaxmnist():
     got = got.round().to(torch.uint8).numpy().transpose(0, 2, 3, 1)
     # Only a source coordinate exactly on a pixel edge may round differently.
     assert np.mean(got != want) <= 1e-3
+
+
+def test_eval_batches_match_the_trainer():
+    """Both sides of both benchmarks score in the trainer's eval batches."""
+    from jaxmnist import step
+    assert time_to_accuracy.EVAL_BATCH == step_throughput.EVAL_BATCH == step.EVAL_BATCH
 
 
 def test_time_to_accuracy_thresholds():
