@@ -104,6 +104,11 @@ def machine_info(with_jax: bool = True) -> dict[str, Any]:
 SLOW_CROSS_CORE = 2.5
 
 
+def slow_phase(ratio: float) -> bool:
+    """Whether a cross_core_ratio() reading falls in one of the VM's slow phases."""
+    return ratio > SLOW_CROSS_CORE
+
+
 def cross_core_ratio(megabytes: int = 8, rounds: int = 5) -> float | None:
     """How much longer one CPU takes to overwrite a buffer another CPU has just read than one
     it read itself (median over rounds); None with fewer than two CPUs or no affinity API.

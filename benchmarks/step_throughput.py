@@ -61,6 +61,7 @@ import common  # noqa: E402
 from jaxmnist import loop, models, recipes, step as step_lib  # noqa: E402
 
 IMPLS = ("jaxmnist", "torch-eager", "torch-compile")
+REFERENCE_IMPLS = ("torch-eager", "torch-eager-eval")  # what the ratios divide by
 TRAIN_EXAMPLES = 60_000  # the synthetic on-device dataset, MNIST's training-set size
 KEY_POOL = 64  # distinct (idx, key) / torch batches, cycled through during a repeat
 TORCH_BATCH_POOL = 8
@@ -285,7 +286,7 @@ def measure(runners: list[Runner], args, fixed_steps: int | None,
             "repeats": len(rates),
             "images_per_call": r.images_per_call,
         })
-    ref = next((rec for rec in records if rec["impl"] in ("torch-eager", "torch-eager-eval")), None)
+    ref = next((rec for rec in records if rec["impl"] in REFERENCE_IMPLS), None)
     for rec in records:
         if ref is not None and rec is not ref:
             rec["paired_ratio_normal"], rec["paired_ratio_slow"] = paired_ratios(rec, ref)
@@ -303,7 +304,7 @@ def paired_ratios(rec: dict, ref: dict) -> tuple[float | None, float | None]:
     for a, b, probe in zip(rec["repeat_images_per_s"], ref["repeat_images_per_s"],
                            rec["repeat_cross_core_ratio"]):
         if probe is not None:
-            groups[probe > common.SLOW_CROSS_CORE].append(a / b)
+            groups[common.slow_phase(probe)].append(a / b)
     normal, slow = (statistics.median(v) if v else None for v in (groups[False], groups[True]))
     return normal, slow
 
@@ -528,7 +529,7 @@ def notes(args, machine, warning) -> list[str]:
 def table(report: dict) -> str:
     base = {}
     for r in report["results"]:
-        if r["impl"] in ("torch-eager", "torch-eager-eval") and r.get("images_per_s"):
+        if r["impl"] in REFERENCE_IMPLS and r.get("images_per_s"):
             base[(r["arch"], r["batch_size"], r["impl"].endswith("-eval"))] = r["images_per_s"]
     rows = []
     for r in report["results"]:
@@ -540,7 +541,7 @@ def table(report: dict) -> str:
         ref = base.get((r["arch"], r["batch_size"], r["impl"].endswith("-eval")))
         ratio = f"{r['images_per_s'] / ref:.2f}x" if ref else "-"
         probes = [x for x in r.get("repeat_cross_core_ratio", []) if x is not None]
-        slow = f"{sum(x > common.SLOW_CROSS_CORE for x in probes)}/{len(probes)}" if probes else "-"
+        slow = f"{sum(map(common.slow_phase, probes))}/{len(probes)}" if probes else "-"
         paired = "-"
         if "paired_ratio_normal" in r:
             paired = " / ".join("-" if x is None else f"{x:.2f}x"
