@@ -305,8 +305,7 @@ def paired_ratios(rec: dict, ref: dict) -> tuple[float | None, float | None]:
                            rec["repeat_cross_core_ratio"]):
         if probe is not None:
             groups[common.slow_phase(probe)].append(a / b)
-    normal, slow = (statistics.median(v) if v else None for v in (groups[False], groups[True]))
-    return normal, slow
+    return tuple(statistics.median(v) if v else None for v in (groups[False], groups[True]))
 
 
 def error_record(arch, batch, impl, msg):
