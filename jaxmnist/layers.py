@@ -89,12 +89,15 @@ class ConvLayer(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, x, defer_bias: bool = False):
-        """defer_bias=True returns (conv without bias, bias) for a BatchNorm to absorb."""
+    def __call__(self, x, defer_bias: bool = False, on_blocks: bool = False):
+        """defer_bias=True returns (conv without bias, bias) for a BatchNorm to absorb;
+        on_blocks=True leaves the output on 2x2 pixel blocks (ops.conv2d_on_blocks; with
+        a bias, only deferred)."""
         k, cin = self.spec.kernel, x.shape[-1]
         kinit, binit = _initializers(self.init_scheme, cin * k * k)
         kernel = self.param("kernel", kinit, (k, k, cin, self.spec.features))
-        y = ops.conv2d(x, kernel, self.spec.padding)
+        conv = ops.conv2d_on_blocks if on_blocks else ops.conv2d
+        y = conv(x, kernel, self.spec.padding)
         bias = self.param("bias", binit, (self.spec.features,)) if self.spec.bias else None
         if defer_bias:
             return y, bias
@@ -134,14 +137,18 @@ class BatchNormLayer(nn.Module):
     epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x, train: bool, shift=None):
-        c = x.shape[-1]
+    def __call__(self, x, train: bool, shift=None, groups: int = 1, apply: bool = True):
+        """groups > 1: x's last axis holds that many side-by-side copies of the channels
+        (2x2 blocks, ops.conv2d_on_blocks), normalised per channel over all of them.
+        apply=False returns the per-column (scale, offset) instead of x * scale + offset,
+        for a consumer that applies them itself (ops.bn_relu_max_pool_on_blocks)."""
+        c = x.shape[-1] // groups
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
         if train:
-            mean, var = ops.batch_moments(x)
+            mean, var = ops.batch_moments(x, groups)
             if not self.is_initializing():
                 n = x.size // c
                 m = self.momentum
@@ -153,4 +160,7 @@ class BatchNormLayer(nn.Module):
             x = x if shift is None else x + shift
             mean, var = ra_mean.value, ra_var.value
         mul = scale * jax.lax.rsqrt(var + self.epsilon)
-        return x * mul + (bias - mean * mul)
+        offset = bias - mean * mul
+        if groups > 1:
+            mul, offset = ops.spread_over_groups(mul, groups), ops.spread_over_groups(offset, groups)
+        return x * mul + offset if apply else (mul, offset)

@@ -206,6 +206,24 @@ def check_arch(name: str) -> str:
 # the literal formulation (tests compare the two).
 DEFER_CONV_BIAS = True
 
+# In training, conv -> BatchNorm -> ReLU -> MaxPool runs as one stage on 2x2 pixel blocks
+# when the conv runs on blocks anyway and its blocks are the pool's windows (fc19k's two
+# pooling stages): ops.conv2d_on_blocks, BatchNorm statistics over the block members,
+# ops.bn_relu_max_pool_on_blocks; a conv bias goes to the BatchNorm's running mean, as
+# with DEFER_CONV_BIAS. False runs those layers one by one (tests compare). Evaluation
+# always runs them one by one.
+POOL_STAGES_ON_BLOCKS = True
+
+
+def _pool_stage_on_blocks(spec: tuple, i: int, x_shape, train: bool) -> bool:
+    if not (train and POOL_STAGES_ON_BLOCKS and i + 3 < len(spec)):
+        return False
+    conv, bn, relu, pool = spec[i:i + 4]
+    return (isinstance(conv, Conv) and isinstance(bn, BatchNorm) and isinstance(relu, ReLU)
+            and isinstance(pool, MaxPool)
+            and ops.output_on_blocks_possible(
+                x_shape, (conv.kernel, conv.kernel, x_shape[-1], conv.features), conv.padding))
+
 
 class Net(nn.Module):
     """Runs a spec tuple; returns log-probabilities (N, 10) like the seeds' log_softmax."""
@@ -222,7 +240,17 @@ class Net(nn.Module):
             return f"{kind}{counters[kind]}"
 
         shift = None  # a conv bias deferred to the BatchNorm right after it
-        for i, layer in enumerate(self.spec):
+        i = 0
+        while i < len(self.spec):
+            layer = self.spec[i]
+            if _pool_stage_on_blocks(self.spec, i, x.shape, train):
+                conv = ConvLayer(layer, self.init_scheme, name=name("conv"))
+                yb, bias = conv(x, defer_bias=True, on_blocks=True)
+                scale, offset = BatchNormLayer(name=name("bn"))(yb, train, bias, groups=4,
+                                                                apply=False)
+                x = ops.bn_relu_max_pool_on_blocks(yb, scale, offset)
+                i += 4
+                continue
             if isinstance(layer, Conv):
                 defer = (train and DEFER_CONV_BIAS and layer.bias and i + 1 < len(self.spec)
                          and isinstance(self.spec[i + 1], BatchNorm))
@@ -245,6 +273,7 @@ class Net(nn.Module):
                 x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
             else:  # pragma: no cover - specs are closed
                 raise TypeError(f"unknown layer spec {layer!r}")
+            i += 1
         return jax.nn.log_softmax(x, axis=-1)
 
 

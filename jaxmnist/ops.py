@@ -13,6 +13,10 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   1-channel first layer is one matmul over shifted copies. Large layers with 4-12
   channels on a side run on 2x2 pixel blocks: four times the channels, which XLA's
   convolution handles far better than the few it would otherwise pack patch by patch.
+* conv -> BatchNorm -> ReLU -> 2x2 max pool, where the conv runs on blocks and its blocks
+  are the pool's windows (fc19k): the stage stays on blocks (conv2d_on_blocks,
+  bn_relu_max_pool_on_blocks), so neither pass converts its largest activations between
+  blocks and pixels, and the pool's gradient comes from a stored int8 winner.
 * BatchNorm moments: column sums over 10- or 20-channel rows run at a fraction of memory
   speed; summing several rows side by side as one wider row does not.
 * dropout: a threefry draw per element costs more than the layer it regularises; here a
@@ -168,7 +172,8 @@ def _block_kernel(kernel):
     return big.reshape(kb, kb, 4 * cin, 4 * cout)
 
 
-def _blocked_fwd(x, kernel, padding):
+def _blocked_fwd_on_blocks(x, kernel, padding):
+    """The convolution on blocks, its output still on blocks (rounded up to an even size)."""
     k, h, w = kernel.shape[0], x.shape[1], x.shape[2]
     ho, wo = h + 2 * padding - k + 1, w + 2 * padding - k + 1
     # Pad to whole input blocks for the output rounded up to an even size: an odd k needs
@@ -178,16 +183,23 @@ def _blocked_fwd(x, kernel, padding):
                      (padding, padding + extra + wo % 2), (0, 0)))
     xs = lax.optimization_barrier(_space_to_depth(xp))
     block_kernel = _block_kernel(kernel)
-    y = lax.optimization_barrier(_depth_to_space(conv2d_batched_models(xs, block_kernel, 0)))
-    return y[:, :ho, :wo], (xs, block_kernel, kernel)
+    return conv2d_batched_models(xs, block_kernel, 0), (xs, block_kernel, kernel)
 
 
-def _blocked_bwd(padding, res, dy):
+def _blocked_fwd(x, kernel, padding):
+    k = kernel.shape[0]
+    ho, wo = x.shape[1] + 2 * padding - k + 1, x.shape[2] + 2 * padding - k + 1
+    yb, res = _blocked_fwd_on_blocks(x, kernel, padding)
+    y = lax.optimization_barrier(_depth_to_space(yb))
+    return y[:, :ho, :wo], res
+
+
+def _gradients_from_blocks(padding, res, dys, out_hw):
+    """Input and kernel gradients from the output gradient on blocks, for an output of
+    out_hw = (Ho, Wo) before rounding up to even."""
     xs, block_kernel, kernel = res
     k = kernel.shape[0]
-    ho, wo = dy.shape[1:3]
-    dy = jnp.pad(dy, ((0, 0), (0, ho % 2), (0, wo % 2), (0, 0)))  # to the even size
-    dys = lax.optimization_barrier(_space_to_depth(dy))
+    ho, wo = out_hw
     # On blocks it is an ordinary unpadded convolution: its gradients are _conv_bwd's.
     dxs, dblock_kernel = _conv_bwd(0, (xs, block_kernel), dys)
     dxp = lax.optimization_barrier(_depth_to_space(dxs))
@@ -195,6 +207,13 @@ def _blocked_bwd(padding, res, dy):
     dx = dxp[:, padding:padding + h, padding:padding + w]
     dkernel = jax.vjp(_block_kernel, kernel)[1](dblock_kernel)[0]
     return dx, dkernel
+
+
+def _blocked_bwd(padding, res, dy):
+    ho, wo = dy.shape[1:3]
+    dy = jnp.pad(dy, ((0, 0), (0, ho % 2), (0, wo % 2), (0, 0)))  # to the even size
+    dys = lax.optimization_barrier(_space_to_depth(dy))
+    return _gradients_from_blocks(padding, res, dys, (ho, wo))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -215,6 +234,36 @@ def _conv_blocked(x, kernel, padding: int):
 
 
 _conv_blocked.defvjp(_blocked_fwd, _blocked_bwd)
+
+
+def runs_on_blocks(x_shape, kernel_shape) -> bool:
+    """Whether conv2d runs this layer on 2x2 pixel blocks."""
+    k, _, cin, cout = kernel_shape
+    return (k > 1 and cin > 1 and min(x_shape[1:3]) >= BLOCKED_MIN_SIZE
+            and min(cin, cout) <= BLOCKED_MAX_CHANNELS)
+
+
+def output_on_blocks_possible(x_shape, kernel_shape, padding: int) -> bool:
+    """Whether conv2d_on_blocks applies: a layer on blocks with an even output size."""
+    k = kernel_shape[0]
+    ho, wo = (s + 2 * padding - k + 1 for s in x_shape[1:3])
+    return runs_on_blocks(x_shape, kernel_shape) and ho % 2 == 0 and wo % 2 == 0
+
+
+def _on_blocks_bwd(padding, res, dys):
+    return _gradients_from_blocks(padding, res, dys, (2 * dys.shape[1], 2 * dys.shape[2]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv2d_on_blocks(x, kernel, padding: int):
+    """conv2d's output left on 2x2 blocks: (N, Ho/2, Wo/2, 4 Cout), block member (a, b) in
+    channels [(2a+b) Cout, ...) as _space_to_depth lays them out, for a consumer that
+    works on blocks (bn_relu_max_pool_on_blocks); its gradient arrives on blocks too, so
+    neither direction pays for a depth-to-space. Needs output_on_blocks_possible."""
+    return _blocked_fwd_on_blocks(x, kernel, padding)[0]
+
+
+conv2d_on_blocks.defvjp(_blocked_fwd_on_blocks, _on_blocks_bwd)
 
 
 def _tap_rows(x, k: int, padding: int):
@@ -260,7 +309,7 @@ def conv2d(x, kernel, padding: int):
     k, _, cin, cout = kernel.shape
     if cin == 1 and k > 1:
         return _conv_first(x, kernel, padding)
-    if k > 1 and min(x.shape[1:3]) >= BLOCKED_MIN_SIZE and min(cin, cout) <= BLOCKED_MAX_CHANNELS:
+    if runs_on_blocks(x.shape, kernel.shape):
         return _conv_blocked(x, kernel, padding)
     return _conv_general(x, kernel, padding)
 
@@ -308,13 +357,58 @@ def _pool_bwd(res, dy):
 max_pool.defvjp(_pool_fwd, _pool_bwd)
 
 
+# --- BatchNorm affine -> ReLU -> 2x2 max pool on 2x2 blocks ----------------------------
+
+
+def _pool_on_blocks(yb, scale, offset):
+    n, h, w, width = yb.shape
+    r = jnp.maximum(yb * scale + offset, 0.0).reshape(n, h, w, 4, width // 4)
+    y = jnp.max(r, axis=3)
+    # Which block member the gradient goes to: the first maximum (argmax's ties, in the
+    # window order of max_pool), or none (4) where the window is all ReLU zeros.
+    winner = jnp.where(y > 0, jnp.argmax(r, axis=3).astype(jnp.int8), jnp.int8(4))
+    return y, winner
+
+
+@jax.custom_vjp
+def bn_relu_max_pool_on_blocks(yb, scale, offset):
+    """max_pool(relu(y * scale + offset)) for y on 2x2 blocks (conv2d_on_blocks' output,
+    whose blocks are exactly the pool's windows), with scale and offset per column of yb
+    (BatchNorm's affine spread over the four block members).
+
+    The pool is a maximum over the four channel groups and its output is on plain pixels
+    again. The backward pass reads one int8 per pooled value (the winning member; a
+    reduction output, which XLA cannot re-derive inside its consumers as it does with
+    elementwise masks) and writes the gradient on blocks, where the BatchNorm and
+    convolution gradients want it. fc19k's step, paired in-process A/B against
+    conv -> BatchNorm -> ReLU -> max_pool on plain pixels: see benchmarks/PERFORMANCE.md.
+    """
+    return _pool_on_blocks(yb, scale, offset)[0]
+
+
+def _bn_pool_fwd(yb, scale, offset):
+    y, winner = _pool_on_blocks(yb, scale, offset)
+    return y, (yb, scale, winner)
+
+
+def _bn_pool_bwd(res, dy):
+    yb, scale, winner = res
+    n, h, w, c = dy.shape
+    member = jnp.arange(4, dtype=jnp.int8)[:, None]
+    dz = jnp.where(winner[:, :, :, None] == member, dy[:, :, :, None], 0.0).reshape(n, h, w, 4 * c)
+    rows = dz.reshape(-1, 4 * c)
+    return dz * scale, jnp.sum(rows * yb.reshape(rows.shape), 0), jnp.sum(rows, 0)
+
+
+bn_relu_max_pool_on_blocks.defvjp(_bn_pool_fwd, _bn_pool_bwd)
+
+
 # --- BatchNorm moments --------------------------------------------------------------
 
 
-def batch_moments_reference(x):
-    axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axes)
-    return mean, jnp.var(x, axes)
+def batch_moments_reference(x, groups: int = 1):
+    x = x.reshape(-1, x.shape[-1] // groups)
+    return jnp.mean(x, 0), jnp.var(x, 0)
 
 
 def _rows_side_by_side(m: int, c: int) -> int:
@@ -332,16 +426,40 @@ def _rows_side_by_side(m: int, c: int) -> int:
     return g
 
 
-def batch_moments(x):
+@functools.lru_cache(maxsize=None)
+def _group_sum_matrix(groups: int, c: int):
+    """(groups * c, c): sums `groups` side-by-side copies of c channels; its transpose
+    spreads a per-channel vector over them."""
+    return np.tile(np.eye(c, dtype=np.float32), (groups, 1))
+
+
+def spread_over_groups(v, groups: int):
+    """(c,) -> (groups * c,), the vector repeated, as a matmul: XLA fuses jnp.tile into
+    every consumer as a per-element channel index modulo c, which made fc19k's BatchNorm
+    backward on blocks 3x slower."""
+    return v @ jnp.asarray(_group_sum_matrix(groups, v.shape[-1]).T)
+
+
+def batch_moments(x, groups: int = 1):
     """Mean and biased variance over all but the channel axis, in one pass (E[x], E[x^2]).
 
     Both sums run on the same (m / g, g * c) view of x (_rows_side_by_side); squaring the
     view rather than x keeps the backward pass in that view too (measured: squaring x
-    before the reshape loses the gain in fc19k's step).
+    before the reshape loses the gain in fc19k's step). groups > 1: the last axis holds
+    that many side-by-side copies of the channels (2x2 blocks, conv2d_on_blocks), summed
+    per channel by a matmul (see spread_over_groups: the same holds for the backward
+    pass of a reshape-and-sum).
     """
-    c = x.shape[-1]
-    m = x.size // c
-    g = _rows_side_by_side(m, c)
+    width = x.shape[-1]
+    m = x.size // width
+    g = _rows_side_by_side(m, width)
+    if groups > 1:
+        rows = x.reshape(m // g, g * width)
+        fold = jnp.asarray(_group_sum_matrix(g * groups, width // groups))
+        n = m * groups
+        mean, mean_sq = jnp.sum(rows, 0) @ fold / n, jnp.sum(jnp.square(rows), 0) @ fold / n
+        return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+    c = width
     if g == 1:
         axes = tuple(range(x.ndim - 1))
         mean, mean_sq = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)

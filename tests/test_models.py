@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,3 +127,33 @@ def test_summary_cli(capsys):
         summary.main(["--arch", "nope"])
     assert exc.value.code == 2
     assert "fc19k" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_pool_stages_on_blocks_only_where_they_apply(arch, variables, monkeypatch):
+    """Training runs fc19k's two conv -> BN -> ReLU -> pool stages on 2x2 blocks (the
+    step's speed relies on it) and no other network's layers (their convs are not on
+    blocks, or a dropout or 1x1 conv stands before the pool); the stage computes what
+    the layer-by-layer path computes, outputs and batch statistics alike."""
+    from jaxmnist import ops
+
+    calls = []
+    fused = ops.bn_relu_max_pool_on_blocks
+
+    def spy(yb, scale, offset):
+        calls.append(yb.shape)
+        return fused(yb, scale, offset)
+
+    monkeypatch.setattr(ops, "bn_relu_max_pool_on_blocks", spy)
+    model, v = models.build(arch), variables[arch]
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
+    run = functools.partial(model.apply, v, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)},
+                            mutable=["batch_stats"])
+    out, stats = run()
+    assert calls == ([(4, 14, 14, 80), (4, 7, 7, 40)] if arch == "fc19k" else [])
+    monkeypatch.setattr(models, "POOL_STAGES_ON_BLOCKS", False)
+    plain_out, plain_stats = run()
+    assert len(calls) == (2 if arch == "fc19k" else 0)
+    np.testing.assert_allclose(out, plain_out, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(plain_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

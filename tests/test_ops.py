@@ -77,6 +77,60 @@ def test_conv2d_picks_blocks_for_large_narrow_layers():
     assert not blocked(28, 16, 16) and not blocked(7, 10, 10)
 
 
+@pytest.mark.parametrize("k,pad,hw", [(3, 1, 28), (3, 1, 14), (3, 0, 16), (5, 2, 14)])
+def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
+    """Output and both gradients equal the plain convolution's, laid out as 2x2 blocks."""
+    kx, kw, kd = jax.random.split(jax.random.PRNGKey(8), 3)
+    x = jax.random.normal(kx, (3, hw, hw, 4))
+    w = jax.random.normal(kw, (k, k, 4, 6)) * 0.3
+    assert ops.output_on_blocks_possible(x.shape, w.shape, pad)
+
+    def plain(a, b):
+        return ops._space_to_depth(ops.conv2d_reference(a, b, pad))
+
+    yb = ops.conv2d_on_blocks(x, w, pad)
+    np.testing.assert_allclose(yb, plain(x, w), rtol=1e-5, atol=1e-5)
+    dyb = jax.random.normal(kd, yb.shape)
+    fast = jax.vjp(lambda a, b: ops.conv2d_on_blocks(a, b, pad), x, w)[1](dyb)
+    for f, p in zip(fast, jax.vjp(plain, x, w)[1](dyb)):
+        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+
+
+def test_output_on_blocks_needs_blocks_and_an_even_output():
+    assert ops.output_on_blocks_possible((2, 28, 28, 10), (3, 3, 10, 20), 1)
+    assert ops.output_on_blocks_possible((2, 28, 28, 10), (3, 3, 10, 20), 0)  # 26 x 26
+    assert not ops.output_on_blocks_possible((2, 27, 27, 10), (3, 3, 10, 20), 0)  # 25: odd
+    assert not ops.output_on_blocks_possible((2, 15, 15, 10), (3, 3, 10, 20), 1)  # 15: odd
+    assert not ops.output_on_blocks_possible((2, 28, 28, 16), (3, 3, 16, 16), 1)  # not blocked
+
+
+def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
+    """Equals max_pool(relu(y * scale + offset)) on the plain pixels, gradients to yb,
+    scale and offset included; ties go to the first maximum, all-zero windows pass none."""
+    c = 3
+    y = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, c))
+    y = y.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
+    y = y.at[1, 2:4, 4:6, 1].set(-1.0)  # a window that the ReLU turns to zeros
+    scale = jnp.array([1.0, 0.5, 2.0])
+    offset = jnp.array([0.1, -0.2, 0.0])
+    yb = ops._space_to_depth(y)
+
+    def plain(yb, s, o):
+        return ops.max_pool_reference(jax.nn.relu(ops._depth_to_space(yb) * s + o))
+
+    def fast(yb, s, o):
+        return ops.bn_relu_max_pool_on_blocks(yb, ops.spread_over_groups(s, 4),
+                                              ops.spread_over_groups(o, 4))
+
+    np.testing.assert_array_equal(fast(yb, scale, offset), plain(yb, scale, offset))
+    assert np.sum(np.asarray(plain(yb, scale, offset)) == 0) > 0
+    dy = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, c))
+    g_fast = jax.vjp(fast, yb, scale, offset)[1](dy)
+    g_plain = jax.vjp(plain, yb, scale, offset)[1](dy)
+    for f, p in zip(g_fast, g_plain):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-6)
+
+
 def test_max_pool_value_and_gradient_with_ties():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
     x = x.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
@@ -88,21 +142,23 @@ def test_max_pool_value_and_gradient_with_ties():
     np.testing.assert_array_equal(g_fast, g_plain)
 
 
-@pytest.mark.parametrize("shape,g", [
-    ((6, 28, 28, 10), 8), ((6, 14, 14, 20), 4), ((6, 26, 26, 8), 2), ((6, 9, 9, 12), 2),
-    ((3, 5, 5, 10), 1), ((6, 7, 7, 16), 1), ((6, 1, 1, 120), 2),
+@pytest.mark.parametrize("shape,g,groups", [
+    ((6, 28, 28, 10), 8, 1), ((6, 14, 14, 20), 4, 1), ((6, 26, 26, 8), 2, 1),
+    ((6, 9, 9, 12), 2, 1), ((3, 5, 5, 10), 1, 1), ((6, 7, 7, 16), 1, 1), ((6, 1, 1, 120), 2, 1),
+    ((6, 14, 14, 80), 1, 4), ((6, 7, 7, 40), 2, 4), ((3, 5, 5, 12), 1, 4),  # on 2x2 blocks
 ])
-def test_batch_moments_value_and_gradient(shape, g):
+def test_batch_moments_value_and_gradient(shape, g, groups):
     """The side-by-side row sums (g rows per vector; fewer when the row count is odd)
-    equal the plain mean and variance, in value and gradient."""
+    equal the plain mean and variance, in value and gradient; with `groups` copies of
+    the channels side by side (2x2 blocks), per channel over all copies."""
     m, c = int(np.prod(shape[:-1])), shape[-1]
     assert ops._rows_side_by_side(m, c) == g
     kx, kd = jax.random.split(jax.random.PRNGKey(3))
     x = jax.random.normal(kx, shape) * 2.0 + 0.5
-    for f, p in zip(ops.batch_moments(x), ops.batch_moments_reference(x)):
+    for f, p in zip(ops.batch_moments(x, groups), ops.batch_moments_reference(x, groups)):
         np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5)
-    dmean, dvar = jax.random.normal(kd, (2, c))
-    fast, plain = (jax.vjp(fn, x)[1]((dmean, dvar))[0]
+    dmean, dvar = jax.random.normal(kd, (2, c // groups))
+    fast, plain = (jax.vjp(lambda a: fn(a, groups), x)[1]((dmean, dvar))[0]
                    for fn in (ops.batch_moments, ops.batch_moments_reference))
     np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
 
@@ -147,6 +203,7 @@ def test_network_gradients_match_plain_formulation(arch, monkeypatch):
     monkeypatch.setattr(ops, "max_pool", ops.max_pool_reference)
     monkeypatch.setattr(ops, "batch_moments", ops.batch_moments_reference)
     monkeypatch.setattr(models, "DEFER_CONV_BIAS", False)  # conv bias added, then BatchNorm
+    monkeypatch.setattr(models, "POOL_STAGES_ON_BLOCKS", False)
     plain = grads()
     # Running statistics (the deferred bias must reach the running mean) and gradients;
     # a bias feeding a BatchNorm has an exactly-zero gradient on the fast path and
