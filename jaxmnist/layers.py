@@ -89,18 +89,29 @@ class ConvLayer(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, x, defer_bias: bool = False, on_blocks: bool = False):
-        """defer_bias=True returns (conv without bias, bias) for a BatchNorm to absorb;
-        on_blocks=True leaves the output on 2x2 pixel blocks (ops.conv2d_on_blocks; with
-        a bias, only deferred)."""
-        k, cin = self.spec.kernel, x.shape[-1]
+    def __call__(self, x, defer_bias: bool = False, blocks: str = ""):
+        """defer_bias=True returns (conv without bias, bias) for a BatchNorm to absorb.
+
+        blocks: "" pixels in and out; "out": pixels in, output left on 2x2 blocks
+        (ops.conv2d_on_blocks); "in-out": input and output on blocks (a 1x1 conv, or
+        ops.conv2d_blocks_to_blocks). On blocks a bias is only deferred, never added."""
+        k = self.spec.kernel
+        cin = x.shape[-1] // (4 if blocks == "in-out" else 1)
         kinit, binit = _initializers(self.init_scheme, cin * k * k)
         kernel = self.param("kernel", kinit, (k, k, cin, self.spec.features))
-        conv = ops.conv2d_on_blocks if on_blocks else ops.conv2d
-        y = conv(x, kernel, self.spec.padding)
+        if blocks == "out":
+            y = ops.conv2d_on_blocks(x, kernel, self.spec.padding)
+        elif blocks == "in-out" and k == 1:  # the same matmul on each block member
+            y = (x.reshape(-1, cin) @ kernel[0, 0]).reshape(*x.shape[:-1], 4 * self.spec.features)
+        elif blocks == "in-out":
+            y = ops.conv2d_blocks_to_blocks(x, kernel)
+        else:
+            y = ops.conv2d(x, kernel, self.spec.padding)
         bias = self.param("bias", binit, (self.spec.features,)) if self.spec.bias else None
         if defer_bias:
             return y, bias
+        if blocks and bias is not None:
+            raise ValueError("a conv bias on 2x2 blocks must be deferred to a BatchNorm")
         return y if bias is None else y + bias
 
 

@@ -206,23 +206,58 @@ def check_arch(name: str) -> str:
 # the literal formulation (tests compare the two).
 DEFER_CONV_BIAS = True
 
-# In training, conv -> BatchNorm -> ReLU -> MaxPool runs as one stage on 2x2 pixel blocks
-# when the conv runs on blocks anyway and its blocks are the pool's windows (fc19k's two
-# pooling stages): ops.conv2d_on_blocks, BatchNorm statistics over the block members,
-# ops.bn_relu_max_pool_on_blocks; a conv bias goes to the BatchNorm's running mean, as
-# with DEFER_CONV_BIAS. False runs those layers one by one (tests compare). Evaluation
-# always runs them one by one.
-POOL_STAGES_ON_BLOCKS = True
+# In training, activations stay on 2x2 pixel blocks from a convolution that runs on blocks
+# anyway (ops.runs_on_blocks) through BatchNorm, ReLU, dropout, 1x1 convolutions and
+# unpadded convolutions whose blocks line up, down to a max pool over the block members,
+# whenever the chain reaches such a pool or convolution; conv -> BatchNorm -> ReLU ->
+# MaxPool (fc19k) is one fused stage (ops.bn_relu_max_pool_on_blocks). No activation then
+# crosses between blocks and pixels in between. False runs every layer on pixels (tests
+# compare the two). Evaluation always runs on pixels. Dropout on blocks draws its mask in
+# block order: the same distribution, other masks than on pixels.
+STAGES_ON_BLOCKS = True
 
 
-def _pool_stage_on_blocks(spec: tuple, i: int, x_shape, train: bool) -> bool:
-    if not (train and POOL_STAGES_ON_BLOCKS and i + 3 < len(spec)):
+def _fused_pool_stage(spec: tuple, i: int, x_shape) -> bool:
+    """conv -> BatchNorm -> ReLU -> MaxPool from pixels, the conv's blocks the pool windows."""
+    if i + 3 >= len(spec):
         return False
     conv, bn, relu, pool = spec[i:i + 4]
     return (isinstance(conv, Conv) and isinstance(bn, BatchNorm) and isinstance(relu, ReLU)
             and isinstance(pool, MaxPool)
-            and ops.output_on_blocks_possible(
-                x_shape, (conv.kernel, conv.kernel, x_shape[-1], conv.features), conv.padding))
+            and ops.output_on_blocks_possible(x_shape, _kernel_shape(conv, x_shape), conv.padding))
+
+
+def _kernel_shape(conv: Conv, x_shape) -> tuple:
+    return (conv.kernel, conv.kernel, x_shape[-1], conv.features)
+
+
+def _bias_fits_blocks(spec: tuple, i: int) -> bool:
+    """On blocks a conv bias can only be deferred to a BatchNorm right after the conv."""
+    return not spec[i].bias or (i + 1 < len(spec) and isinstance(spec[i + 1], BatchNorm))
+
+
+def _blocks_pay_off(spec: tuple, i: int, x_shape) -> bool:
+    """Whether the conv at spec[i] (input on pixels of x_shape) should leave its output on
+    blocks: the layers after it keep them (BatchNorm, ReLU, dropout, 1x1 convs) until a
+    max pool or a blocks-to-blocks conv takes them."""
+    conv = spec[i]
+    h, w = (s + 2 * conv.padding - conv.kernel + 1 for s in x_shape[1:3])
+    c = conv.features
+    for j in range(i + 1, len(spec)):
+        layer = spec[j]
+        if isinstance(layer, MaxPool):
+            return True
+        if isinstance(layer, Conv):
+            if not _bias_fits_blocks(spec, j):
+                return False
+            if layer.kernel == 1:
+                c = layer.features
+                continue
+            shape = (1, h, w, c)
+            return ops.blocks_to_blocks_possible(shape, _kernel_shape(layer, shape), layer.padding)
+        if not isinstance(layer, (BatchNorm, ReLU, Dropout)):
+            return False
+    return False
 
 
 class Net(nn.Module):
@@ -239,31 +274,52 @@ class Net(nn.Module):
             counters[kind] = counters.get(kind, 0) + 1
             return f"{kind}{counters[kind]}"
 
+        spec = self.spec
         shift = None  # a conv bias deferred to the BatchNorm right after it
+        blocks = False  # x is on 2x2 pixel blocks
         i = 0
-        while i < len(self.spec):
-            layer = self.spec[i]
-            if _pool_stage_on_blocks(self.spec, i, x.shape, train):
+        while i < len(spec):
+            layer = spec[i]
+            on_pixels = x.shape if not blocks else (x.shape[0], 2 * x.shape[1], 2 * x.shape[2],
+                                                    x.shape[3] // 4)
+            if train and STAGES_ON_BLOCKS and not blocks and _fused_pool_stage(spec, i, x.shape):
                 conv = ConvLayer(layer, self.init_scheme, name=name("conv"))
-                yb, bias = conv(x, defer_bias=True, on_blocks=True)
+                yb, bias = conv(x, defer_bias=True, blocks="out")
                 scale, offset = BatchNormLayer(name=name("bn"))(yb, train, bias, groups=4,
                                                                 apply=False)
                 x = ops.bn_relu_max_pool_on_blocks(yb, scale, offset)
                 i += 4
                 continue
+            if blocks and not isinstance(layer, (Conv, BatchNorm, ReLU, Dropout, MaxPool)):
+                x, blocks = ops.to_pixels(x), False
             if isinstance(layer, Conv):
-                defer = (train and DEFER_CONV_BIAS and layer.bias and i + 1 < len(self.spec)
-                         and isinstance(self.spec[i + 1], BatchNorm))
-                out = ConvLayer(layer, self.init_scheme, name=name("conv"))(x, defer_bias=defer)
+                defer = (train and DEFER_CONV_BIAS and layer.bias and i + 1 < len(spec)
+                         and isinstance(spec[i + 1], BatchNorm))
+                kernel_shape = _kernel_shape(layer, on_pixels)
+                mode = ""
+                if blocks and _bias_fits_blocks(spec, i) and (
+                        layer.kernel == 1
+                        or ops.blocks_to_blocks_possible(on_pixels, kernel_shape, layer.padding)):
+                    mode = "in-out"
+                elif (train and STAGES_ON_BLOCKS and not blocks and _bias_fits_blocks(spec, i)
+                      and ops.output_on_blocks_possible(x.shape, kernel_shape, layer.padding)
+                      and _blocks_pay_off(spec, i, x.shape)):
+                    mode = "out"
+                elif blocks:
+                    x, blocks = ops.to_pixels(x), False
+                defer = defer or bool(mode and layer.bias)
+                out = ConvLayer(layer, self.init_scheme, name=name("conv"))(x, defer, mode)
                 x, shift = out if defer else (out, None)
+                blocks = bool(mode)
             elif isinstance(layer, Dense):
                 x = DenseLayer(layer, self.init_scheme, name=name("dense"))(x)
             elif isinstance(layer, BatchNorm):
-                x, shift = BatchNormLayer(name=name("bn"))(x, train, shift), None
+                bn = BatchNormLayer(name=name("bn"))
+                x, shift = bn(x, train, shift, groups=4 if blocks else 1), None
             elif isinstance(layer, ReLU):
                 x = jax.nn.relu(x)
             elif isinstance(layer, MaxPool):
-                x = ops.max_pool(x)
+                x, blocks = (ops.max_pool_on_blocks(x) if blocks else ops.max_pool(x)), False
             elif isinstance(layer, Dropout):
                 if train and layer.rate > 0:
                     x = ops.dropout(x, layer.rate, self.make_rng("dropout"))
@@ -274,6 +330,8 @@ class Net(nn.Module):
             else:  # pragma: no cover - specs are closed
                 raise TypeError(f"unknown layer spec {layer!r}")
             i += 1
+        if blocks:
+            x = ops.to_pixels(x)
         return jax.nn.log_softmax(x, axis=-1)
 
 

@@ -13,10 +13,11 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   1-channel first layer is one matmul over shifted copies. Large layers with 4-12
   channels on a side run on 2x2 pixel blocks: four times the channels, which XLA's
   convolution handles far better than the few it would otherwise pack patch by patch.
-* conv -> BatchNorm -> ReLU -> 2x2 max pool, where the conv runs on blocks and its blocks
-  are the pool's windows (fc19k): the stage stays on blocks (conv2d_on_blocks,
-  bn_relu_max_pool_on_blocks), so neither pass converts its largest activations between
-  blocks and pixels, and the pool's gradient comes from a stored int8 winner.
+* In training the activations stay on those blocks down to the next max pool where the
+  layers between allow (models.STAGES_ON_BLOCKS: conv2d_on_blocks,
+  conv2d_blocks_to_blocks, max_pool_on_blocks, and for conv -> BatchNorm -> ReLU -> pool
+  bn_relu_max_pool_on_blocks), so neither pass converts the largest activations between
+  blocks and pixels, and pool gradients come from a stored int8 winner.
 * BatchNorm moments: column sums over 10- or 20-channel rows run at a fraction of memory
   speed; summing several rows side by side as one wider row does not.
 * dropout: a threefry draw per element costs more than the layer it regularises; here a
@@ -266,6 +267,44 @@ def conv2d_on_blocks(x, kernel, padding: int):
 conv2d_on_blocks.defvjp(_blocked_fwd_on_blocks, _on_blocks_bwd)
 
 
+def _blocks_to_blocks_fwd(xb, kernel):
+    block_kernel = _block_kernel(kernel)
+    return conv2d_batched_models(xb, block_kernel, 0), (xb, block_kernel, kernel)
+
+
+def _blocks_to_blocks_bwd(res, dyb):
+    xb, block_kernel, kernel = res
+    dxb, dblock_kernel = _conv_bwd(0, (xb, block_kernel), dyb)
+    return dxb, jax.vjp(_block_kernel, kernel)[1](dblock_kernel)[0]
+
+
+@jax.custom_vjp
+def conv2d_blocks_to_blocks(xb, kernel):
+    """An unpadded odd-k convolution of an input already on 2x2 blocks, output on blocks:
+    without padding the input's blocks are the ones _blocked_fwd would make, so a chain
+    of such layers never visits pixels. Needs blocks_to_blocks_possible."""
+    return _blocks_to_blocks_fwd(xb, kernel)[0]
+
+
+conv2d_blocks_to_blocks.defvjp(_blocks_to_blocks_fwd, _blocks_to_blocks_bwd)
+
+
+def blocks_to_blocks_possible(x_shape, kernel_shape, padding: int) -> bool:
+    """For x_shape on pixels: an unpadded, odd-k layer on blocks with an even output."""
+    k = kernel_shape[0]
+    return padding == 0 and k % 2 == 1 and output_on_blocks_possible(x_shape, kernel_shape, 0)
+
+
+@jax.custom_vjp
+def to_pixels(yb):
+    """(N, H, W, 4C) on 2x2 blocks -> (N, 2H, 2W, C), both ways as _conv_blocked does it."""
+    return lax.optimization_barrier(_depth_to_space(yb))
+
+
+to_pixels.defvjp(lambda yb: (to_pixels(yb), None),
+                 lambda _, dy: (lax.optimization_barrier(_space_to_depth(dy)),))
+
+
 def _tap_rows(x, k: int, padding: int):
     """(k*k, N*H'*W'): row t holds the input shifted by tap t of a 1-channel k x k kernel."""
     xp = jnp.pad(x[..., 0], ((0, 0), (padding, padding), (padding, padding)))
@@ -393,14 +432,35 @@ def _bn_pool_fwd(yb, scale, offset):
 
 def _bn_pool_bwd(res, dy):
     yb, scale, winner = res
-    n, h, w, c = dy.shape
-    member = jnp.arange(4, dtype=jnp.int8)[:, None]
-    dz = jnp.where(winner[:, :, :, None] == member, dy[:, :, :, None], 0.0).reshape(n, h, w, 4 * c)
-    rows = dz.reshape(-1, 4 * c)
+    dz = _gradient_to_winner(winner, dy)
+    rows = dz.reshape(-1, dz.shape[-1])
     return dz * scale, jnp.sum(rows * yb.reshape(rows.shape), 0), jnp.sum(rows, 0)
 
 
 bn_relu_max_pool_on_blocks.defvjp(_bn_pool_fwd, _bn_pool_bwd)
+
+
+def _members_max(xb):
+    n, h, w, width = xb.shape
+    members = xb.reshape(n, h, w, 4, width // 4)
+    return jnp.max(members, axis=3), jnp.argmax(members, axis=3).astype(jnp.int8)
+
+
+def _gradient_to_winner(winner, dy):
+    n, h, w, c = dy.shape
+    member = jnp.arange(4, dtype=jnp.int8)[:, None]
+    return jnp.where(winner[:, :, :, None] == member, dy[:, :, :, None], 0.0).reshape(n, h, w, 4 * c)
+
+
+@jax.custom_vjp
+def max_pool_on_blocks(xb):
+    """max_pool of the pixels whose 2x2 blocks xb holds: a maximum over the four channel
+    groups, the gradient to the first maximum through a stored int8 winner (see
+    bn_relu_max_pool_on_blocks)."""
+    return _members_max(xb)[0]
+
+
+max_pool_on_blocks.defvjp(_members_max, lambda winner, dy: (_gradient_to_winner(winner, dy),))
 
 
 # --- BatchNorm moments --------------------------------------------------------------

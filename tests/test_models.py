@@ -129,31 +129,44 @@ def test_summary_cli(capsys):
     assert "fc19k" in capsys.readouterr().err
 
 
+ON_BLOCKS = {  # pools reached on 2x2 blocks in training: (fused BN-ReLU-pool, plain pool)
+    "fc19k": ([(4, 14, 14, 80), (4, 7, 7, 40)], []),
+    "gap7k": ([], [(4, 12, 12, 32)]),
+    "fc16k": ([], []),
+    "gap8k": ([], [(4, 12, 12, 40)]),
+    "gap9k": ([], [(4, 11, 11, 32)]),
+}
+
+
 @pytest.mark.parametrize("arch", ARCHS)
-def test_pool_stages_on_blocks_only_where_they_apply(arch, variables, monkeypatch):
-    """Training runs fc19k's two conv -> BN -> ReLU -> pool stages on 2x2 blocks (the
-    step's speed relies on it) and no other network's layers (their convs are not on
-    blocks, or a dropout or 1x1 conv stands before the pool); the stage computes what
-    the layer-by-layer path computes, outputs and batch statistics alike."""
+def test_stages_on_blocks_where_they_apply(arch, variables, monkeypatch):
+    """Training keeps activations on 2x2 blocks down to these pools (the step's speed
+    relies on it) and computes what the all-pixels path computes: outputs and batch
+    statistics (dropout left out: on blocks it draws other masks)."""
     from jaxmnist import ops
 
-    calls = []
-    fused = ops.bn_relu_max_pool_on_blocks
+    seen = {"fused": [], "pool": []}
 
-    def spy(yb, scale, offset):
-        calls.append(yb.shape)
-        return fused(yb, scale, offset)
+    def spy(kind, fn):
+        def wrapped(x, *args):
+            seen[kind].append(x.shape)
+            return fn(x, *args)
+        return wrapped
 
-    monkeypatch.setattr(ops, "bn_relu_max_pool_on_blocks", spy)
-    model, v = models.build(arch), variables[arch]
+    monkeypatch.setattr(ops, "bn_relu_max_pool_on_blocks",
+                        spy("fused", ops.bn_relu_max_pool_on_blocks))
+    monkeypatch.setattr(ops, "max_pool_on_blocks", spy("pool", ops.max_pool_on_blocks))
+    model = models.build(arch)
+    v = variables[arch]
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
-    run = functools.partial(model.apply, v, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)},
-                            mutable=["batch_stats"])
+    model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)}, mutable=["batch_stats"])
+    assert (seen["fused"], seen["pool"]) == ON_BLOCKS[arch]
+
+    no_dropout = models.Net(tuple(l for l in models.ARCHS[arch]() if not isinstance(l, layers.Dropout)))
+    run = functools.partial(no_dropout.apply, v, x, train=True, mutable=["batch_stats"])
     out, stats = run()
-    assert calls == ([(4, 14, 14, 80), (4, 7, 7, 40)] if arch == "fc19k" else [])
-    monkeypatch.setattr(models, "POOL_STAGES_ON_BLOCKS", False)
+    monkeypatch.setattr(models, "STAGES_ON_BLOCKS", False)
     plain_out, plain_stats = run()
-    assert len(calls) == (2 if arch == "fc19k" else 0)
     np.testing.assert_allclose(out, plain_out, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(plain_stats)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -96,6 +96,39 @@ def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
         np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("k,hw", [(3, 24), (3, 26), (5, 16)])
+def test_conv2d_blocks_to_blocks_and_back_to_pixels(k, hw):
+    """Blocks in, blocks out: the plain unpadded convolution, value and gradients; and
+    to_pixels is depth-to-space both ways."""
+    kx, kw, kd = jax.random.split(jax.random.PRNGKey(9), 3)
+    x = jax.random.normal(kx, (3, hw, hw, 4))
+    w = jax.random.normal(kw, (k, k, 4, 6)) * 0.3
+    assert ops.blocks_to_blocks_possible(x.shape, w.shape, 0)
+    assert not ops.blocks_to_blocks_possible(x.shape, w.shape, 1)
+
+    def fast(a, b):
+        return ops.to_pixels(ops.conv2d_blocks_to_blocks(ops._space_to_depth(a), b))
+
+    np.testing.assert_allclose(fast(x, w), ops.conv2d_reference(x, w, 0), rtol=1e-5, atol=1e-5)
+    dy = jax.random.normal(kd, (3, hw - k + 1, hw - k + 1, 6))
+    g_fast = jax.vjp(fast, x, w)[1](dy)
+    g_plain = jax.vjp(lambda a, b: ops.conv2d_reference(a, b, 0), x, w)[1](dy)
+    for f, p in zip(g_fast, g_plain):
+        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_on_blocks_value_and_gradient_with_ties():
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+    x = x.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
+    x = jax.nn.relu(x)  # and many windows of zeros
+    xb = ops._space_to_depth(x)
+    np.testing.assert_array_equal(ops.max_pool_on_blocks(xb), ops.max_pool_reference(x))
+    dy = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3))
+    g_fast = jax.vjp(lambda b: ops.max_pool_on_blocks(b), xb)[1](dy)[0]
+    g_plain = jax.vjp(ops.max_pool_reference, x)[1](dy)[0]
+    np.testing.assert_array_equal(ops.to_pixels(g_fast), g_plain)
+
+
 def test_output_on_blocks_needs_blocks_and_an_even_output():
     assert ops.output_on_blocks_possible((2, 28, 28, 10), (3, 3, 10, 20), 1)
     assert ops.output_on_blocks_possible((2, 28, 28, 10), (3, 3, 10, 20), 0)  # 26 x 26
@@ -203,7 +236,7 @@ def test_network_gradients_match_plain_formulation(arch, monkeypatch):
     monkeypatch.setattr(ops, "max_pool", ops.max_pool_reference)
     monkeypatch.setattr(ops, "batch_moments", ops.batch_moments_reference)
     monkeypatch.setattr(models, "DEFER_CONV_BIAS", False)  # conv bias added, then BatchNorm
-    monkeypatch.setattr(models, "POOL_STAGES_ON_BLOCKS", False)
+    monkeypatch.setattr(models, "STAGES_ON_BLOCKS", False)
     plain = grads()
     # Running statistics (the deferred bias must reach the running mean) and gradients;
     # a bias feeding a BatchNorm has an exactly-zero gradient on the fast path and
