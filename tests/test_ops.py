@@ -8,6 +8,12 @@ import pytest
 from jaxmnist import models, ops, step, recipes, loop
 
 
+def assert_vjps_close(fast, plain, args, dy, rtol=1e-4, atol=1e-4):
+    """The two functions' gradients (with respect to every argument) agree for cotangent dy."""
+    for f, p in zip(jax.vjp(fast, *args)[1](dy), jax.vjp(plain, *args)[1](dy)):
+        np.testing.assert_allclose(f, p, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("k,pad,cin,cout,hw", [
     (3, 0, 1, 8, 28), (3, 1, 1, 10, 28),  # 1-channel input: shifted-copy matmul
     (3, 1, 16, 16, 14), (1, 0, 12, 10, 24), (3, 0, 16, 120, 3),  # XLA's convolution
@@ -90,10 +96,8 @@ def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
 
     yb = ops.conv2d_on_blocks(x, w, pad)
     np.testing.assert_allclose(yb, plain(x, w), rtol=1e-5, atol=1e-5)
-    dyb = jax.random.normal(kd, yb.shape)
-    fast = jax.vjp(lambda a, b: ops.conv2d_on_blocks(a, b, pad), x, w)[1](dyb)
-    for f, p in zip(fast, jax.vjp(plain, x, w)[1](dyb)):
-        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+    assert_vjps_close(lambda a, b: ops.conv2d_on_blocks(a, b, pad), plain, (x, w),
+                      jax.random.normal(kd, yb.shape))
 
 
 @pytest.mark.parametrize("k,hw", [(3, 24), (3, 26), (5, 16)])
@@ -110,11 +114,8 @@ def test_conv2d_blocks_to_blocks_and_back_to_pixels(k, hw):
         return ops.to_pixels(ops.conv2d_blocks_to_blocks(ops._space_to_depth(a), b))
 
     np.testing.assert_allclose(fast(x, w), ops.conv2d_reference(x, w, 0), rtol=1e-5, atol=1e-5)
-    dy = jax.random.normal(kd, (3, hw - k + 1, hw - k + 1, 6))
-    g_fast = jax.vjp(fast, x, w)[1](dy)
-    g_plain = jax.vjp(lambda a, b: ops.conv2d_reference(a, b, 0), x, w)[1](dy)
-    for f, p in zip(g_fast, g_plain):
-        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+    assert_vjps_close(fast, lambda a, b: ops.conv2d_reference(a, b, 0), (x, w),
+                      jax.random.normal(kd, (3, hw - k + 1, hw - k + 1, 6)))
 
 
 def test_max_pool_on_blocks_value_and_gradient_with_ties():
@@ -157,11 +158,8 @@ def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
 
     np.testing.assert_array_equal(fast(yb, scale, offset), plain(yb, scale, offset))
     assert np.sum(np.asarray(plain(yb, scale, offset)) == 0) > 0
-    dy = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, c))
-    g_fast = jax.vjp(fast, yb, scale, offset)[1](dy)
-    g_plain = jax.vjp(plain, yb, scale, offset)[1](dy)
-    for f, p in zip(g_fast, g_plain):
-        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-6)
+    assert_vjps_close(fast, plain, (yb, scale, offset),
+                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, c)), 1e-5, 1e-6)
 
 
 def test_max_pool_value_and_gradient_with_ties():
