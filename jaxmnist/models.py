@@ -280,8 +280,6 @@ class Net(nn.Module):
         i = 0
         while i < len(spec):
             layer = spec[i]
-            on_pixels = x.shape if not blocks else (x.shape[0], 2 * x.shape[1], 2 * x.shape[2],
-                                                    x.shape[3] // 4)
             if train and STAGES_ON_BLOCKS and not blocks and _fused_pool_stage(spec, i, x.shape):
                 conv = ConvLayer(layer, self.init_scheme, name=name("conv"))
                 yb, bias = conv(x, defer_bias=True, blocks="out")
@@ -295,6 +293,8 @@ class Net(nn.Module):
             if isinstance(layer, Conv):
                 defer = (train and DEFER_CONV_BIAS and layer.bias and i + 1 < len(spec)
                          and isinstance(spec[i + 1], BatchNorm))
+                n, h, w, c = x.shape
+                on_pixels = (n, 2 * h, 2 * w, c // 4) if blocks else x.shape
                 kernel_shape = _kernel_shape(layer, on_pixels)
                 mode = ""
                 if blocks and _bias_fits_blocks(spec, i) and (

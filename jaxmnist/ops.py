@@ -173,6 +173,19 @@ def _block_kernel(kernel):
     return big.reshape(kb, kb, 4 * cin, 4 * cout)
 
 
+def _blocks_to_blocks_fwd(xs, kernel):
+    """The unpadded convolution of an input on blocks, output on blocks."""
+    block_kernel = _block_kernel(kernel)
+    return conv2d_batched_models(xs, block_kernel, 0), (xs, block_kernel, kernel)
+
+
+def _blocks_to_blocks_bwd(res, dys):
+    xs, block_kernel, kernel = res
+    # On blocks it is an ordinary unpadded convolution: its gradients are _conv_bwd's.
+    dxs, dblock_kernel = _conv_bwd(0, (xs, block_kernel), dys)
+    return dxs, jax.vjp(_block_kernel, kernel)[1](dblock_kernel)[0]
+
+
 def _blocked_fwd_on_blocks(x, kernel, padding):
     """The convolution on blocks, its output still on blocks (rounded up to an even size)."""
     k, h, w = kernel.shape[0], x.shape[1], x.shape[2]
@@ -182,9 +195,7 @@ def _blocked_fwd_on_blocks(x, kernel, padding):
     extra = 1 - k % 2
     xp = jnp.pad(x, ((0, 0), (padding, padding + extra + ho % 2),
                      (padding, padding + extra + wo % 2), (0, 0)))
-    xs = lax.optimization_barrier(_space_to_depth(xp))
-    block_kernel = _block_kernel(kernel)
-    return conv2d_batched_models(xs, block_kernel, 0), (xs, block_kernel, kernel)
+    return _blocks_to_blocks_fwd(lax.optimization_barrier(_space_to_depth(xp)), kernel)
 
 
 def _blocked_fwd(x, kernel, padding):
@@ -198,16 +209,12 @@ def _blocked_fwd(x, kernel, padding):
 def _gradients_from_blocks(padding, res, dys, out_hw):
     """Input and kernel gradients from the output gradient on blocks, for an output of
     out_hw = (Ho, Wo) before rounding up to even."""
-    xs, block_kernel, kernel = res
-    k = kernel.shape[0]
+    k = res[2].shape[0]
     ho, wo = out_hw
-    # On blocks it is an ordinary unpadded convolution: its gradients are _conv_bwd's.
-    dxs, dblock_kernel = _conv_bwd(0, (xs, block_kernel), dys)
+    dxs, dkernel = _blocks_to_blocks_bwd(res, dys)
     dxp = lax.optimization_barrier(_depth_to_space(dxs))
     h, w = ho - 2 * padding + k - 1, wo - 2 * padding + k - 1
-    dx = dxp[:, padding:padding + h, padding:padding + w]
-    dkernel = jax.vjp(_block_kernel, kernel)[1](dblock_kernel)[0]
-    return dx, dkernel
+    return dxp[:, padding:padding + h, padding:padding + w], dkernel
 
 
 def _blocked_bwd(padding, res, dy):
@@ -265,17 +272,6 @@ def conv2d_on_blocks(x, kernel, padding: int):
 
 
 conv2d_on_blocks.defvjp(_blocked_fwd_on_blocks, _on_blocks_bwd)
-
-
-def _blocks_to_blocks_fwd(xb, kernel):
-    block_kernel = _block_kernel(kernel)
-    return conv2d_batched_models(xb, block_kernel, 0), (xb, block_kernel, kernel)
-
-
-def _blocks_to_blocks_bwd(res, dyb):
-    xb, block_kernel, kernel = res
-    dxb, dblock_kernel = _conv_bwd(0, (xb, block_kernel), dyb)
-    return dxb, jax.vjp(_block_kernel, kernel)[1](dblock_kernel)[0]
 
 
 @jax.custom_vjp
@@ -396,17 +392,37 @@ def _pool_bwd(res, dy):
 max_pool.defvjp(_pool_fwd, _pool_bwd)
 
 
-# --- BatchNorm affine -> ReLU -> 2x2 max pool on 2x2 blocks ----------------------------
+# --- 2x2 max pool on 2x2 blocks, alone and after BatchNorm's affine and a ReLU --------
+
+
+def _members_max(xb):
+    """The pool and its winner: the first maximum of each window (argmax's ties, in
+    max_pool's window order)."""
+    n, h, w, width = xb.shape
+    members = xb.reshape(n, h, w, 4, width // 4)
+    return jnp.max(members, axis=3), jnp.argmax(members, axis=3).astype(jnp.int8)
+
+
+def _gradient_to_winner(winner, dy):
+    n, h, w, c = dy.shape
+    member = jnp.arange(4, dtype=jnp.int8)[:, None]
+    return jnp.where(winner[:, :, :, None] == member, dy[:, :, :, None], 0.0).reshape(n, h, w, 4 * c)
+
+
+@jax.custom_vjp
+def max_pool_on_blocks(xb):
+    """max_pool of the pixels whose 2x2 blocks xb holds: a maximum over the four channel
+    groups, the gradient to the first maximum through a stored int8 winner (see
+    bn_relu_max_pool_on_blocks)."""
+    return _members_max(xb)[0]
+
+
+max_pool_on_blocks.defvjp(_members_max, lambda winner, dy: (_gradient_to_winner(winner, dy),))
 
 
 def _pool_on_blocks(yb, scale, offset):
-    n, h, w, width = yb.shape
-    r = jnp.maximum(yb * scale + offset, 0.0).reshape(n, h, w, 4, width // 4)
-    y = jnp.max(r, axis=3)
-    # Which block member the gradient goes to: the first maximum (argmax's ties, in the
-    # window order of max_pool), or none (4) where the window is all ReLU zeros.
-    winner = jnp.where(y > 0, jnp.argmax(r, axis=3).astype(jnp.int8), jnp.int8(4))
-    return y, winner
+    y, winner = _members_max(jnp.maximum(yb * scale + offset, 0.0))
+    return y, jnp.where(y > 0, winner, jnp.int8(4))  # 4: the ReLU zeroed the whole window
 
 
 @jax.custom_vjp
@@ -438,29 +454,6 @@ def _bn_pool_bwd(res, dy):
 
 
 bn_relu_max_pool_on_blocks.defvjp(_bn_pool_fwd, _bn_pool_bwd)
-
-
-def _members_max(xb):
-    n, h, w, width = xb.shape
-    members = xb.reshape(n, h, w, 4, width // 4)
-    return jnp.max(members, axis=3), jnp.argmax(members, axis=3).astype(jnp.int8)
-
-
-def _gradient_to_winner(winner, dy):
-    n, h, w, c = dy.shape
-    member = jnp.arange(4, dtype=jnp.int8)[:, None]
-    return jnp.where(winner[:, :, :, None] == member, dy[:, :, :, None], 0.0).reshape(n, h, w, 4 * c)
-
-
-@jax.custom_vjp
-def max_pool_on_blocks(xb):
-    """max_pool of the pixels whose 2x2 blocks xb holds: a maximum over the four channel
-    groups, the gradient to the first maximum through a stored int8 winner (see
-    bn_relu_max_pool_on_blocks)."""
-    return _members_max(xb)[0]
-
-
-max_pool_on_blocks.defvjp(_members_max, lambda winner, dy: (_gradient_to_winner(winner, dy),))
 
 
 # --- BatchNorm moments --------------------------------------------------------------
@@ -513,14 +506,13 @@ def batch_moments(x, groups: int = 1):
     width = x.shape[-1]
     m = x.size // width
     g = _rows_side_by_side(m, width)
+    c = width
     if groups > 1:
         rows = x.reshape(m // g, g * width)
         fold = jnp.asarray(_group_sum_matrix(g * groups, width // groups))
         n = m * groups
         mean, mean_sq = jnp.sum(rows, 0) @ fold / n, jnp.sum(jnp.square(rows), 0) @ fold / n
-        return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
-    c = width
-    if g == 1:
+    elif g == 1:
         axes = tuple(range(x.ndim - 1))
         mean, mean_sq = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)
     else:
