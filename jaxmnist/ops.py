@@ -6,10 +6,12 @@ by XLA's generic lowering of the backward passes, not by arithmetic; tests check
 values and gradients agree. What each replacement avoids (measured in benchmarks/):
 
 * max pool: reduce_window's gradient is select-and-scatter, which XLA:CPU runs as a
-  slow scalar loop; here the gradient is four strided slices and an equality mask.
+  slow scalar loop; here the forward pass stores each window's winner (an int8 from an
+  argmax) and the gradient is a select on it.
 * convolution: XLA derives the input/weight gradients as convolutions with
   non-canonical dimension orders that hit slow paths; here both are written as ordinary
-  NHWC/HWIO convolutions (flipped kernel; batch as the contraction dimension). The
+  NHWC/HWIO convolutions (flipped kernel; for the weight gradient the batch is the
+  contraction dimension and the kernel is dilated across (width, channel)). The
   1-channel first layer is one matmul over shifted copies. Large layers with 4-12
   channels on a side run on 2x2 pixel blocks: four times the channels, which XLA's
   convolution handles far better than the few it would otherwise pack patch by patch.
@@ -48,8 +50,9 @@ def conv2d_reference(x, kernel, padding: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _model_batched_conv(padding: int):
-    """conv2d_reference with a batching rule for K independent models (vmap).
+def _model_batched_conv(padding, rhs_dilation: tuple = (1, 1)):
+    """conv2d_reference (kernel dilated by rhs_dilation) with a batching rule for K
+    independent models (vmap).
 
     vmap over both images and kernels would otherwise become one grouped convolution
     (feature_group_count=K), which XLA:CPU runs several times slower than K ordinary
@@ -60,7 +63,9 @@ def _model_batched_conv(padding: int):
 
     @jax.custom_batching.custom_vmap
     def conv(x, kernel):
-        return conv2d_reference(x, kernel, padding)
+        pads = [(padding, padding)] * 2 if isinstance(padding, int) else padding
+        return lax.conv_general_dilated(x, kernel, (1, 1), pads, rhs_dilation=rhs_dilation,
+                                        dimension_numbers=_DN)
 
     @conv.def_vmap
     def rule(axis_size, in_batched, x, kernel):
@@ -96,17 +101,29 @@ def _conv_bwd(padding, res, dy):
     if k == 1:
         dw = jnp.einsum("nhwc,nhwd->cd", x, dy)[None, None]
     else:
-        dw = _weight_gradient(jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))), dy)
+        dw = _weight_gradient(x, dy, padding)
     return dx, dw
 
 
-def _weight_gradient(xp, dy):
-    """dw[i, j, ci, co] = sum_{n,h,w} xp[n, h+i, w+j, ci] dy[n, h, w, co] (xp padded): a
-    convolution of xp (channels as batch, images as features) with dy (images as input
-    channels)."""
-    lhs = jnp.transpose(xp, (3, 1, 2, 0))  # (Cin, Hp, Wp, N)
+def _weight_gradient(x, dy, padding: int):
+    """dw[i, j, ci, co] = sum_{n,h,w} xp[n, h+i, w+j, ci] dy[n, h, w, co], xp = x padded: a
+    convolution with the images as the contraction (feature) axis on both sides.
+
+    The input's width and channel axes form one spatial axis of Wp * Cin, along which the
+    kernel (dy) is dilated by Cin: output position j * Cin + ci of that axis is tap j of
+    input channel ci, so the output is dw's own layout. The alternative, channels as the
+    batch axis, needs xp transposed to (Cin, Hp, Wp, N), a gather that reads each cache
+    line of xp once per channel; (Hp, Wp, Cin, N) keeps a pixel's channels together.
+    fc16k's 28x28 16->16 layer: transpose 1.14 -> 0.84 ms, train step x1.025 (paired,
+    12 rounds), fc19k and gap8k x1.015; the sums, and so the gradients, are bit-identical.
+    """
+    n, h, w, cin = x.shape
+    ho, wo, cout = dy.shape[1:]
+    lhs = jnp.transpose(x, (1, 2, 3, 0)).reshape(1, h, w * cin, n)
     rhs = jnp.transpose(dy, (1, 2, 0, 3))  # (Ho, Wo, N, Cout)
-    return jnp.transpose(conv2d_batched_models(lhs, rhs, 0), (1, 2, 0, 3))  # (k, k, Cin, Cout)
+    pad = ((padding, padding), (padding * cin, padding * cin))
+    dw = _model_batched_conv(pad, (1, cin))(lhs, rhs)  # (1, kh, kw * Cin, Cout)
+    return dw.reshape(h + 2 * padding - ho + 1, w + 2 * padding - wo + 1, cin, cout)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -356,40 +373,32 @@ def max_pool_reference(x):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
-def _quads(x):
-    """The four members of each 2x2 window, in row-major window order."""
-    return (x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2])
-
-
 @jax.custom_vjp
 def max_pool(x):
-    """2x2, stride 2 (even H and W, as in every seed network)."""
-    a, b, c, d = _quads(x)
-    return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+    """2x2, stride 2 (even H and W, as in every seed network).
+
+    The gradient goes to the first maximum of each window (as select-and-scatter and
+    PyTorch do, so ties are not double counted) through an int8 winner that the forward
+    pass stores, as max_pool_on_blocks does; re-deriving the winner in the backward pass
+    from the input and the output cost one more pass over the input (fc16k's step with
+    the stored winner: x1.012-1.016, paired, 16-30 rounds, bit-identical parameters).
+    """
+    quads = (x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2])
+    return jnp.maximum(jnp.maximum(quads[0], quads[1]), jnp.maximum(quads[2], quads[3]))
 
 
-def _pool_fwd(x):
-    y = max_pool(x)
-    return y, (x, y)
+def _window_members(x):
+    """(N, 2H, 2W, C) -> (N, H, W, 4C): each window's members side by side in row-major
+    window order, the layout of _space_to_depth. By reshape and transpose, which XLA
+    materialises before the argmax; with _space_to_depth's four strided slices, which it
+    fuses into the argmax instead, fc16k's step was slower (x0.935)."""
+    n, h2, w2, c = x.shape
+    return x.reshape(n, h2 // 2, 2, w2 // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(
+        n, h2 // 2, w2 // 2, 4 * c)
 
 
-def _pool_bwd(res, dy):
-    x, y = res
-    # The gradient goes to the first maximum of each window (as select-and-scatter and
-    # PyTorch do), so ties are not double counted.
-    taken = jnp.zeros(y.shape, bool)
-    grads = []
-    for q in _quads(x):
-        hit = (q == y) & ~taken
-        taken = taken | hit
-        grads.append(jnp.where(hit, dy, 0.0))
-    n, h, w, c = y.shape
-    top = jnp.stack(grads[:2], axis=3).reshape(n, h, 2 * w, c)
-    bottom = jnp.stack(grads[2:], axis=3).reshape(n, h, 2 * w, c)
-    return (jnp.stack([top, bottom], axis=2).reshape(n, 2 * h, 2 * w, c),)
-
-
-max_pool.defvjp(_pool_fwd, _pool_bwd)
+max_pool.defvjp(lambda x: _members_max(_window_members(x)),
+                lambda winner, dy: (_depth_to_space(_gradient_to_winner(winner, dy)),))
 
 
 # --- 2x2 max pool on 2x2 blocks, alone and after BatchNorm's affine and a ReLU --------
