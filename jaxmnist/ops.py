@@ -109,13 +109,14 @@ def _weight_gradient(x, dy, padding: int):
     """dw[i, j, ci, co] = sum_{n,h,w} xp[n, h+i, w+j, ci] dy[n, h, w, co], xp = x padded: a
     convolution with the images as the contraction (feature) axis on both sides.
 
-    The input's width and channel axes form one spatial axis of Wp * Cin, along which the
-    kernel (dy) is dilated by Cin: output position j * Cin + ci of that axis is tap j of
-    input channel ci, so the output is dw's own layout. The alternative, channels as the
-    batch axis, needs xp transposed to (Cin, Hp, Wp, N), a gather that reads each cache
-    line of xp once per channel; (Hp, Wp, Cin, N) keeps a pixel's channels together.
-    fc16k's 28x28 16->16 layer: transpose 1.14 -> 0.84 ms, train step x1.025 (paired,
-    12 rounds), fc19k and gap8k x1.015; the sums, and so the gradients, are bit-identical.
+    The input's width and channel axes form one spatial axis of W * Cin (padded by the
+    convolution, Cin zeros per padding pixel), along which the kernel (dy) is dilated by
+    Cin: output position j * Cin + ci of that axis is tap j of input channel ci, so the
+    output is dw's own layout. The alternative, channels as the batch axis, needs x
+    transposed to (Cin, H, W, N), a gather that reads each cache line of x once per
+    channel; (H, W * Cin, N) keeps a pixel's channels together. fc16k's 28x28 16->16
+    layer: transpose 1.14 -> 0.84 ms, train step x1.025 (paired, 12 rounds), fc19k and
+    gap8k x1.015; the sums, and so the gradients, are bit-identical.
     """
     n, h, w, cin = x.shape
     ho, wo, cout = dy.shape[1:]
