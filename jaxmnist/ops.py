@@ -50,9 +50,9 @@ def conv2d_reference(x, kernel, padding: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _model_batched_conv(padding, rhs_dilation: tuple = (1, 1)):
-    """conv2d_reference (kernel dilated by rhs_dilation) with a batching rule for K
-    independent models (vmap).
+def _model_batched_conv(padding: tuple, rhs_dilation: tuple = (1, 1)):
+    """lax's convolution (padding: ((top, bottom), (left, right)); kernel dilated by
+    rhs_dilation) with a batching rule for K independent models (vmap).
 
     vmap over both images and kernels would otherwise become one grouped convolution
     (feature_group_count=K), which XLA:CPU runs several times slower than K ordinary
@@ -63,8 +63,7 @@ def _model_batched_conv(padding, rhs_dilation: tuple = (1, 1)):
 
     @jax.custom_batching.custom_vmap
     def conv(x, kernel):
-        pads = [(padding, padding)] * 2 if isinstance(padding, int) else padding
-        return lax.conv_general_dilated(x, kernel, (1, 1), pads, rhs_dilation=rhs_dilation,
+        return lax.conv_general_dilated(x, kernel, (1, 1), padding, rhs_dilation=rhs_dilation,
                                         dimension_numbers=_DN)
 
     @conv.def_vmap
@@ -86,7 +85,7 @@ def _model_batched_conv(padding, rhs_dilation: tuple = (1, 1)):
 
 
 def conv2d_batched_models(x, kernel, padding: int):
-    return _model_batched_conv(padding)(x, kernel)
+    return _model_batched_conv(((padding, padding), (padding, padding)))(x, kernel)
 
 
 def _conv_fwd(x, kernel, padding):
@@ -516,7 +515,6 @@ def batch_moments(x, groups: int = 1):
     width = x.shape[-1]
     m = x.size // width
     g = _rows_side_by_side(m, width)
-    c = width
     if groups > 1:
         rows = x.reshape(m // g, g * width)
         fold = jnp.asarray(_group_sum_matrix(g * groups, width // groups))
@@ -526,10 +524,10 @@ def batch_moments(x, groups: int = 1):
         axes = tuple(range(x.ndim - 1))
         mean, mean_sq = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)
     else:
-        rows = x.reshape(m // g, g * c)
+        rows = x.reshape(m // g, g * width)
 
         def column_mean(a):
-            return jnp.sum(a, 0).reshape(g, c).sum(0) / m
+            return jnp.sum(a, 0).reshape(g, width).sum(0) / m
 
         mean, mean_sq = column_mean(rows), column_mean(jnp.square(rows))
     return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
