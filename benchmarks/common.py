@@ -37,6 +37,46 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# ISA extensions that decide which kernels XLA, oneDNN and Eigen can use.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+             "amx_bf16", "amx_int8", "sve", "asimd")
+
+
+def cpu_id() -> dict[str, Any]:
+    """Vendor, family/model/stepping and the ISA extensions of interest, from /proc/cpuinfo.
+
+    Two VMs can print the same model name ("Intel(R) Xeon(R) Processor") and run these
+    networks at speeds 2x apart (this project's results files come from an AMD EPYC and an
+    Intel Xeon model 207), so result files record which CPU they came from.
+    """
+    fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model",
+              "stepping": "stepping"}
+    info: dict[str, Any] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first CPU's block is enough
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key in fields:
+                    info[fields[key]] = value
+                elif key in ("flags", "Features"):
+                    present = set(value.split())
+                    info["isa"] = [flag for flag in ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    return info
+
+
+def cpu_label(machine: dict[str, Any]) -> str:
+    """The model name, with vendor family/model/stepping and ISA extensions when known."""
+    ident = machine.get("cpu_id") or {}
+    extra = "/".join(ident[k] for k in ("family", "model", "stepping") if k in ident)
+    if ident.get("isa"):
+        extra = f"{extra}; {' '.join(ident['isa'])}" if extra else " ".join(ident["isa"])
+    return f"{machine['cpu']} ({extra})" if extra else machine["cpu"]
+
+
 def n_cores() -> int:
     """CPUs this process may run on (the affinity mask), else os.cpu_count()."""
     try:
@@ -84,6 +124,7 @@ def machine_info(with_jax: bool = True) -> dict[str, Any]:
     """What a reader needs to compare two result files. `with_jax` imports jax."""
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
         "cores": n_cores(),
         "os_cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -293,7 +334,7 @@ def publish_run(report: dict, table: str, json_path: str | None, load_before,
     the run, which the run itself raised, as load_average_after)."""
     machine = report["machine"]
     machine["load_average"], machine["load_average_after"] = load_before, machine["load_average"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; git {machine.get('git')}.",
+    lines = [f"Machine: {cpu_label(machine)}, {machine['cores']} cores; git {machine.get('git')}.",
              *notes]
     warning = busy_warning(load_before, machine["cores"])
     if warning:

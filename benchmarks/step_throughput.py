@@ -556,7 +556,7 @@ def table(report: dict) -> str:
     v = m["versions"]
     lines = [
         text, "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {', '.join(m.get('device', []))}; "
+        f"Machine: {common.cpu_label(m)}, {m['cores']} cores, {', '.join(m.get('device', []))}; "
         f"python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
         f"optax {v['optax']}, torch {v['torch']}; XLA_FLAGS={m['XLA_FLAGS']!r}; "
         f"git {m['git']}; {m['date']}; load average {m['load_average']} -> "

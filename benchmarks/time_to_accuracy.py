@@ -252,7 +252,7 @@ def table(report: dict) -> str:
     lines = [
         common.markdown_table(headers, rows, [False] + [True] * (len(headers) - 1)), "",
         f"{c['arch']}, recipe {c['recipe']}, {c['train_examples']} training examples, "
-        f"seed {c['seed']}. Machine: {m['cpu']}, {m['cores']} cores; python "
+        f"seed {c['seed']}. Machine: {common.cpu_label(m)}, {m['cores']} cores; python "
         f"{m['versions']['python']}, jax {m['versions']['jax']}, torch {m['versions']['torch']}; "
         f"git {m['git']}; {m['date']}; load average {m['load_average']}.",
         "* Seconds from process launch, with data loading subtracted (both start from the same "

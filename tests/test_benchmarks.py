@@ -25,7 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from jaxmnist import augment  # noqa: E402
 
-MACHINE_KEYS = {"cpu", "cores", "device", "versions", "XLA_FLAGS", "date"}
+MACHINE_KEYS = {"cpu", "cpu_id", "cores", "device", "versions", "XLA_FLAGS", "date"}
 VERSION_KEYS = {"python", "jax", "jaxlib", "flax", "optax", "torch"}
 RESULT_KEYS = {"arch", "batch_size", "impl", "images_per_s", "min", "max", "compile_s"}
 
@@ -192,3 +192,26 @@ def test_time_to_accuracy_thresholds():
     failed = time_to_accuracy.summarize_run(
         {"impl": "torch", "epochs": [], "error": "boom"}, [99.0])
     assert failed["seconds_to_99.0"] is None and failed["error"] == "boom"
+
+
+def test_cpu_id_names_the_cpu_model_and_isa(monkeypatch, tmp_path):
+    """Result files from different machine kinds must be told apart even when the model name
+    is the generic one a VM reports."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+        "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 2\n"
+        "flags\t\t: fpu avx2 fma avx512f avx512_bf16 hypervisor\n\n"
+        "processor\t: 1\nvendor_id\t: OtherVendor\nflags\t\t: amx_tile\n")
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    ident = common.cpu_id()
+    assert ident == {"vendor": "GenuineIntel", "family": "6", "model": "207", "stepping": "2",
+                     "isa": ["avx2", "fma", "avx512f", "avx512_bf16"]}
+    label = common.cpu_label({"cpu": common.cpu_model(), "cpu_id": ident})
+    assert label == "Intel(R) Xeon(R) Processor (6/207/2; avx2 fma avx512f avx512_bf16)"
+    assert common.cpu_label({"cpu": "some cpu"}) == "some cpu"
