@@ -151,7 +151,7 @@ class BatchNormLayer(nn.Module):
     def __call__(self, x, train: bool, shift=None, groups: int = 1, apply: bool = True):
         """groups > 1: x's last axis holds that many side-by-side copies of the channels
         (2x2 blocks, ops.conv2d_on_blocks), normalised per channel over all of them.
-        apply=False returns the per-column (scale, offset) instead of x * scale + offset,
+        apply=False returns the per-channel (scale, offset) instead of x * scale + offset,
         for a consumer that applies them itself (ops.bn_relu_max_pool_on_blocks)."""
         c = x.shape[-1] // groups
         scale = self.param("scale", nn.initializers.ones, (c,))
@@ -172,6 +172,8 @@ class BatchNormLayer(nn.Module):
             mean, var = ra_mean.value, ra_var.value
         mul = scale * jax.lax.rsqrt(var + self.epsilon)
         offset = bias - mean * mul
+        if not apply:
+            return mul, offset
         if groups > 1:
             mul, offset = ops.spread_over_groups(mul, groups), ops.spread_over_groups(offset, groups)
-        return x * mul + offset if apply else (mul, offset)
+        return x * mul + offset
