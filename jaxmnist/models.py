@@ -217,6 +217,24 @@ DEFER_CONV_BIAS = True
 STAGES_ON_BLOCKS = True
 
 
+# In training, BatchNorm -> ReLU [-> Dropout] -> MaxPool on pixels (fc16k's two stages)
+# is one op (ops.bn_relu_dropout_max_pool), whose backward pass takes BatchNorm's sums
+# over the pooled values. False runs the layers one by one (tests compare the two).
+FUSED_PIXEL_POOL_STAGES = True
+
+
+def _pixel_pool_stage(spec: tuple, i: int, x_shape) -> int:
+    """How many layers from spec[i] form BatchNorm -> ReLU [-> Dropout] -> MaxPool on
+    pixels of an even size; 0 if they do not."""
+    ahead = list(spec[i:i + 4])
+    if len(ahead) < 3 or not isinstance(ahead[0], BatchNorm) or not isinstance(ahead[1], ReLU):
+        return 0
+    n = 3 if isinstance(ahead[2], Dropout) else 2
+    if n >= len(ahead) or not isinstance(ahead[n], MaxPool):
+        return 0
+    return n + 1 if x_shape[1] % 2 == 0 and x_shape[2] % 2 == 0 else 0
+
+
 def _fused_pool_stage(spec: tuple, i: int, x_shape) -> bool:
     """conv -> BatchNorm -> ReLU -> MaxPool from pixels, the conv's blocks the pool windows."""
     if i + 3 >= len(spec):
@@ -313,6 +331,15 @@ class Net(nn.Module):
                 blocks = bool(mode)
             elif isinstance(layer, Dense):
                 x = DenseLayer(layer, self.init_scheme, name=name("dense"))(x)
+            elif (isinstance(layer, BatchNorm) and train and FUSED_PIXEL_POOL_STAGES and not blocks
+                  and _pixel_pool_stage(spec, i, x.shape)):
+                n_layers = _pixel_pool_stage(spec, i, x.shape)
+                scale, offset = BatchNormLayer(name=name("bn"))(x, train, shift, apply=False)
+                rate = spec[i + 2].rate if n_layers == 4 else 0.0
+                seed = ops.dropout_seed(self.make_rng("dropout")) if rate > 0 else jnp.uint32(0)
+                x, shift = ops.bn_relu_dropout_max_pool(x, scale, offset, seed, rate), None
+                i += n_layers
+                continue
             elif isinstance(layer, BatchNorm):
                 bn = BatchNormLayer(name=name("bn"))
                 x, shift = bn(x, train, shift, groups=4 if blocks else 1), None

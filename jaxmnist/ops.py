@@ -490,6 +490,70 @@ def _bn_pool_bwd(res, dy):
 bn_relu_max_pool_on_blocks.defvjp(_bn_pool_fwd, _bn_pool_bwd)
 
 
+def _first_max_of_members(z, members):
+    """The maximum of z >= 0 over axis 3 (a window's four members), its first winner (4
+    where the window is all zeros) and `members` at the winner: one variadic reduce."""
+
+    def first_max(a, b):
+        take_a = (a[0] > b[0]) | ((a[0] == b[0]) & (a[1] < b[1]))
+        return tuple(jnp.where(take_a, u, v) for u, v in zip(a, b))
+
+    init = (jnp.float32(-jnp.inf), jnp.int8(4), jnp.float32(0.0))
+    operands = (z, lax.broadcasted_iota(jnp.int8, z.shape, 3), members)
+    y, winner, at_winner = lax.reduce(operands, init, first_max, (3,))
+    return y, jnp.where(y > 0, winner, jnp.int8(4)), at_winner
+
+
+def _pixel_stage(y, scale, offset, seed, rate: float):
+    n, h2, w2, c = y.shape
+    shape = (n, h2 // 2, w2 // 2, 4, c)
+    members = _window_members(y).reshape(shape)
+    z = jnp.maximum(members * scale + offset, 0.0)
+    if rate > 0:  # dropout's mask: the counter is each member's index on pixels
+        def iota(axis):
+            return lax.broadcasted_iota(jnp.uint32, shape, axis)
+
+        member = iota(3)
+        counter = (((iota(0) * h2 + 2 * iota(1) + member // 2) * w2 + 2 * iota(2) + member % 2)
+                   * c + iota(4))
+        z = jnp.where(_keep_from_seed(seed, counter, rate), z * (1.0 / (1.0 - rate)), 0.0)
+    return _first_max_of_members(z, members)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def bn_relu_dropout_max_pool(y, scale, offset, seed, rate: float):
+    """max_pool(dropout(relu(y * scale + offset))) on pixels, with BatchNorm's per-channel
+    scale and offset, dropout's mask from `seed` (dropout_seed: the same mask dropout
+    draws) and rate 0 for no dropout: fc16k's conv -> BatchNorm -> ReLU -> dropout ->
+    pool stages in training.
+
+    What bn_relu_max_pool_on_blocks does on blocks: y is laid out window by window once,
+    one reduction over each window's members gives the pooled value, the winner and y
+    at the winner, and the backward pass takes BatchNorm's two sums over those (a winner
+    that passes a gradient was kept by dropout and passed by the ReLU, so dropout's
+    scale is all that applies to it) without storing the full-size gradient.
+    """
+    return _pixel_stage(y, scale, offset, seed, rate)[0]
+
+
+def _pixel_stage_fwd(y, scale, offset, seed, rate):
+    pooled, winner, at_winner = _pixel_stage(y, scale, offset, seed, rate)
+    return pooled, (scale, winner, at_winner, seed)
+
+
+def _pixel_stage_bwd(rate, res, dy):
+    scale, winner, at_winner, seed = res
+    c = dy.shape[-1]
+    passed = jnp.where(winner < 4, dy * (1.0 / (1.0 - rate)) if rate > 0 else dy, 0.0)
+    dz = _depth_to_space(_gradient_to_winner(winner, passed))
+    passed = passed.reshape(-1, c)
+    return (dz * scale, jnp.sum(passed * at_winner.reshape(-1, c), 0), jnp.sum(passed, 0),
+            np.zeros(np.shape(seed), jax.dtypes.float0))
+
+
+bn_relu_dropout_max_pool.defvjp(_pixel_stage_fwd, _pixel_stage_bwd)
+
+
 # --- BatchNorm moments --------------------------------------------------------------
 
 
@@ -579,10 +643,18 @@ def _hash32(counter, seed):
     return h ^ (h >> 13)
 
 
+def dropout_seed(key):
+    """The one random word a dropout mask is drawn from."""
+    return jax.random.bits(key, (), jnp.uint32)
+
+
 def keep_mask(key, shape, rate: float):
     """Bernoulli(1 - rate) mask from one random word and the element counter."""
-    seed = jax.random.bits(key, (), jnp.uint32)
     counter = lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    return _keep_from_seed(dropout_seed(key), counter, rate)
+
+
+def _keep_from_seed(seed, counter, rate: float):
     threshold = jnp.uint32(min(int(round(rate * 2**32)), 2**32 - 1))
     return _hash32(counter, seed) >= threshold
 

@@ -170,3 +170,41 @@ def test_stages_on_blocks_where_they_apply(arch, variables, monkeypatch):
     np.testing.assert_allclose(out, plain_out, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(plain_stats)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["fc16k", "fc19k"])
+def test_fused_pixel_pool_stages_match_separate_layers(arch, variables, monkeypatch):
+    """BatchNorm -> ReLU [-> dropout] -> pool on pixels as one op (fc16k's stages; fc19k's
+    when its stages are not on blocks) gives the separate layers' outputs and batch
+    statistics exactly, dropout included (the same masks), and their gradients."""
+    from jaxmnist import ops
+
+    seen = []
+    fused_op = ops.bn_relu_dropout_max_pool
+
+    def spy(y, *args):
+        seen.append(y.shape)
+        return fused_op(y, *args)
+
+    monkeypatch.setattr(ops, "bn_relu_dropout_max_pool", spy)
+    if arch == "fc19k":
+        monkeypatch.setattr(models, "STAGES_ON_BLOCKS", False)
+    model = models.build(arch)
+    v = variables[arch]
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
+
+    def run(params):
+        out, upd = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                               rngs={"dropout": jax.random.PRNGKey(2)}, mutable=["batch_stats"])
+        return jnp.sum(out[:, 3]), (out, upd["batch_stats"])
+
+    fused_grads, (fused_out, fused_stats) = jax.jit(jax.grad(run, has_aux=True))(v["params"])
+    assert [shape[1:3] for shape in seen] == [(28, 28), (14, 14)], seen
+    monkeypatch.setattr(models, "FUSED_PIXEL_POOL_STAGES", False)
+    plain_grads, (plain_out, plain_stats) = jax.jit(jax.grad(run, has_aux=True))(v["params"])
+    assert len(seen) == 2  # the plain run did not use it
+    np.testing.assert_array_equal(fused_out, plain_out)
+    for a, b in zip(jax.tree_util.tree_leaves(fused_stats), jax.tree_util.tree_leaves(plain_stats)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree_util.tree_leaves(fused_grads), jax.tree_util.tree_leaves(plain_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

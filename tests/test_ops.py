@@ -161,6 +161,32 @@ def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
                       jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, c)), 1e-5, 1e-6)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_bn_relu_dropout_max_pool_value_and_gradient(rate):
+    """Equals max_pool(dropout(relu(y * scale + offset))) with dropout's own mask, gradients
+    to y, scale and offset included; ties go to the first maximum, all-zero windows
+    (ReLU or dropout) pass none."""
+    c = 3
+    y = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 12, c))
+    y = y.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
+    y = y.at[1, 2:4, 4:6, 1].set(-1.0)  # a window that the ReLU turns to zeros
+    scale = jnp.array([1.0, 0.5, 2.0])
+    offset = jnp.array([0.1, -0.2, 0.0])
+    key = jax.random.PRNGKey(7)
+
+    def plain(y, s, o):
+        z = jax.nn.relu(y * s + o)
+        return ops.max_pool_reference(ops.dropout(z, rate, key) if rate else z)
+
+    def fast(y, s, o):
+        return ops.bn_relu_dropout_max_pool(y, s, o, ops.dropout_seed(key), rate)
+
+    np.testing.assert_array_equal(jax.jit(fast)(y, scale, offset), plain(y, scale, offset))
+    assert np.sum(np.asarray(plain(y, scale, offset)) == 0) > 0
+    assert_vjps_close(fast, plain, (y, scale, offset),
+                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, c)), 1e-5, 1e-6)
+
+
 def test_max_pool_value_and_gradient_with_ties():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
     x = x.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
@@ -234,6 +260,7 @@ def test_network_gradients_match_plain_formulation(arch, monkeypatch):
     monkeypatch.setattr(ops, "batch_moments", ops.batch_moments_reference)
     monkeypatch.setattr(models, "DEFER_CONV_BIAS", False)  # conv bias added, then BatchNorm
     monkeypatch.setattr(models, "STAGES_ON_BLOCKS", False)
+    monkeypatch.setattr(models, "FUSED_PIXEL_POOL_STAGES", False)
     plain = grads()
     # Running statistics (the deferred bias must reach the running mean) and gradients;
     # a bias feeding a BatchNorm has an exactly-zero gradient on the fast path and
