@@ -187,6 +187,31 @@ def test_bn_relu_dropout_max_pool_value_and_gradient(rate):
                       jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, c)), 1e-5, 1e-6)
 
 
+def test_fused_pool_stages_vmapped_over_models_equal_each_model():
+    """The multi-seed step vmaps both fused stages over a leading model axis (K = 2)."""
+    scale = jnp.array([[1.0, 0.5, 2.0], [0.7, 1.2, 0.3]])
+    offset = jnp.array([[0.1, -0.2, 0.0], [0.0, 0.3, -0.1]])
+    seeds = jax.vmap(ops.dropout_seed)(jax.random.split(jax.random.PRNGKey(3), 2))
+    on_blocks = ops.bn_relu_max_pool_on_blocks
+    cases = [  # (op, y, pooled shape, extra per-model argument)
+        (lambda y, s, o, _: on_blocks(y, s, o), (2, 2, 8, 8, 12), (2, 2, 8, 8, 3)),
+        (lambda y, s, o, seed: ops.bn_relu_dropout_max_pool(y, s, o, seed, 0.25),
+         (2, 2, 8, 16, 3), (2, 2, 4, 8, 3)),
+    ]
+    for op, y_shape, out_shape in cases:
+        y = jax.random.normal(jax.random.PRNGKey(1), y_shape)
+        dy = jax.random.normal(jax.random.PRNGKey(2), out_shape)
+
+        def vmapped(y, s, o):
+            return jax.vmap(op)(y, s, o, seeds)
+
+        def one_by_one(y, s, o):
+            return jnp.stack([op(y[i], s[i], o[i], seeds[i]) for i in range(2)])
+
+        np.testing.assert_array_equal(vmapped(y, scale, offset), one_by_one(y, scale, offset))
+        assert_vjps_close(vmapped, one_by_one, (y, scale, offset), dy, 1e-6, 1e-6)
+
+
 def test_max_pool_value_and_gradient_with_ties():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
     x = x.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
