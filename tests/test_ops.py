@@ -138,15 +138,19 @@ def test_output_on_blocks_needs_blocks_and_an_even_output():
     assert not ops.output_on_blocks_possible((2, 28, 28, 16), (3, 3, 16, 16), 1)  # not blocked
 
 
+def _pool_stage_inputs(width: int):
+    """(2, 8, width, 3) activations with a window of four equal maxima and a window the
+    ReLU turns to zeros, and BatchNorm's per-channel scale and offset."""
+    y = jax.random.normal(jax.random.PRNGKey(1), (2, 8, width, 3))
+    y = y.at[0, 0:2, 0:2, 0].set(1.5)
+    y = y.at[1, 2:4, 4:6, 1].set(-1.0)
+    return y, jnp.array([1.0, 0.5, 2.0]), jnp.array([0.1, -0.2, 0.0])
+
+
 def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
     """Equals max_pool(relu(y * scale + offset)) on the plain pixels, gradients to yb,
     scale and offset included; ties go to the first maximum, all-zero windows pass none."""
-    c = 3
-    y = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, c))
-    y = y.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
-    y = y.at[1, 2:4, 4:6, 1].set(-1.0)  # a window that the ReLU turns to zeros
-    scale = jnp.array([1.0, 0.5, 2.0])
-    offset = jnp.array([0.1, -0.2, 0.0])
+    y, scale, offset = _pool_stage_inputs(8)
     yb = ops._space_to_depth(y)
 
     def plain(yb, s, o):
@@ -158,7 +162,7 @@ def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
     np.testing.assert_array_equal(fast(yb, scale, offset), plain(yb, scale, offset))
     assert np.sum(np.asarray(plain(yb, scale, offset)) == 0) > 0
     assert_vjps_close(fast, plain, (yb, scale, offset),
-                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, c)), 1e-5, 1e-6)
+                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3)), 1e-5, 1e-6)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
@@ -166,12 +170,7 @@ def test_bn_relu_dropout_max_pool_value_and_gradient(rate):
     """Equals max_pool(dropout(relu(y * scale + offset))) with dropout's own mask, gradients
     to y, scale and offset included; ties go to the first maximum, all-zero windows
     (ReLU or dropout) pass none."""
-    c = 3
-    y = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 12, c))
-    y = y.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
-    y = y.at[1, 2:4, 4:6, 1].set(-1.0)  # a window that the ReLU turns to zeros
-    scale = jnp.array([1.0, 0.5, 2.0])
-    offset = jnp.array([0.1, -0.2, 0.0])
+    y, scale, offset = _pool_stage_inputs(12)
     key = jax.random.PRNGKey(7)
 
     def plain(y, s, o):
@@ -184,7 +183,7 @@ def test_bn_relu_dropout_max_pool_value_and_gradient(rate):
     np.testing.assert_array_equal(jax.jit(fast)(y, scale, offset), plain(y, scale, offset))
     assert np.sum(np.asarray(plain(y, scale, offset)) == 0) > 0
     assert_vjps_close(fast, plain, (y, scale, offset),
-                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, c)), 1e-5, 1e-6)
+                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, 3)), 1e-5, 1e-6)
 
 
 def test_fused_pool_stages_vmapped_over_models_equal_each_model():
