@@ -67,3 +67,19 @@ def test_sequential_mode_gives_the_same_runs(tmp_path, mnist_dir):
     for seed in ("0", "1"):
         np.testing.assert_allclose(v["per_epoch"][seed][0]["train_loss"], s["per_epoch"][seed][0]["train_loss"],
                                    rtol=1e-4)
+
+
+def test_check_runs_are_listed_apart_from_the_table(tmp_path):
+    """results/checks-*/ runs get their own section; the main table reads results/*.json only."""
+    check = {"arch": "fc19k", "variant": "tuned", "seeds": [0, 1, 2],
+             "final_test_accuracy": {"mean": 99.45, "std": 0.04, "min": 99.40, "max": 99.50,
+                                     "per_seed": [99.40, 99.45, 99.50]},
+             "machine": {"cpu": "Some CPU"}}
+    (tmp_path / "checks-session12").mkdir()
+    (tmp_path / "checks-session12" / "fc19k-tuned.json").write_text(json.dumps(check))
+    assert make_results.load_results(str(tmp_path)) == []
+    checks = make_results.load_checks(str(tmp_path))
+    text = make_results.render([], checks)
+    assert "## Checks after changes to the train step" in text
+    assert "| checks-session12 | fc19k | tuned | 3 | 99.45 +- 0.04 | 99.40 | 99.50 | 3/3 | Some CPU |" in text
+    assert "## Checks" not in make_results.render([], [])
