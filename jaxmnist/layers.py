@@ -152,7 +152,8 @@ class BatchNormLayer(nn.Module):
         """groups > 1: x's last axis holds that many side-by-side copies of the channels
         (2x2 blocks, ops.conv2d_on_blocks), normalised per channel over all of them.
         apply=False returns the per-channel (scale, offset) instead of x * scale + offset,
-        for a consumer that applies them itself (ops.bn_relu_max_pool_on_blocks)."""
+        for a consumer that applies them itself (ops.bn_relu_max_pool_on_blocks,
+        ops.bn_relu_dropout_max_pool)."""
         c = x.shape[-1] // groups
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
