@@ -26,15 +26,23 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch")
 MEAN, STD = 0.1307, 0.3081  # the seeds' Normalize((0.1307,), (0.3081,))
 
 
-def cpu_model() -> str:
+def _first_cpu_info() -> dict[str, str]:
+    """The first CPU's block of /proc/cpuinfo as {key: value}; {} where there is none."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = (part.strip() for part in line.partition(":"))
+                info[key] = value
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return info
+
+
+def cpu_model() -> str:
+    return _first_cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 # ISA extensions that decide which kernels XLA, oneDNN and Eigen can use.
@@ -51,20 +59,12 @@ def cpu_id() -> dict[str, Any]:
     """
     fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model",
               "stepping": "stepping"}
-    info: dict[str, Any] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first CPU's block is enough
-                key, _, value = (part.strip() for part in line.partition(":"))
-                if key in fields:
-                    info[fields[key]] = value
-                elif key in ("flags", "Features"):
-                    present = set(value.split())
-                    info["isa"] = [flag for flag in ISA_FLAGS if flag in present]
-    except OSError:
-        pass
+    block = _first_cpu_info()
+    info: dict[str, Any] = {name: block[key] for key, name in fields.items() if key in block}
+    flags = block.get("flags", block.get("Features"))
+    if flags is not None:
+        present = set(flags.split())
+        info["isa"] = [flag for flag in ISA_FLAGS if flag in present]
     return info
 
 

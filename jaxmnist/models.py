@@ -332,8 +332,7 @@ class Net(nn.Module):
             elif isinstance(layer, Dense):
                 x = DenseLayer(layer, self.init_scheme, name=name("dense"))(x)
             elif (isinstance(layer, BatchNorm) and train and FUSED_PIXEL_POOL_STAGES and not blocks
-                  and _pixel_pool_stage(spec, i, x.shape)):
-                n_layers = _pixel_pool_stage(spec, i, x.shape)
+                  and (n_layers := _pixel_pool_stage(spec, i, x.shape))):
                 scale, offset = BatchNormLayer(name=name("bn"))(x, train, shift, apply=False)
                 rate = spec[i + 2].rate if n_layers == 4 else 0.0
                 seed = ops.dropout_seed(self.make_rng("dropout")) if rate > 0 else jnp.uint32(0)

@@ -491,13 +491,20 @@ def _bn_pool_fwd(yb, scale, offset):
     return y, (scale, winner, at_winner)
 
 
+def _affine_gradients(passed, at_winner):
+    """BatchNorm's scale and offset gradients, per channel, from the gradient at each
+    window's winner (zero where none passes) and the input there: the full-size gradient
+    is zero everywhere else."""
+    c = passed.shape[-1]
+    rows = passed.reshape(-1, c)
+    return jnp.sum(rows * at_winner.reshape(-1, c), 0), jnp.sum(rows, 0)
+
+
 def _bn_pool_bwd(res, dy):
     scale, winner, at_winner = res
-    c = dy.shape[-1]
-    passed = jnp.where(winner < 4, dy, 0.0).reshape(-1, c)  # dz at the winners
+    passed = jnp.where(winner < 4, dy, 0.0)  # dz at the winners
     dz = _gradient_to_winner(winner, dy)
-    return (dz * spread_over_groups(scale, 4), jnp.sum(passed * at_winner.reshape(-1, c), 0),
-            jnp.sum(passed, 0))
+    return (dz * spread_over_groups(scale, 4), *_affine_gradients(passed, at_winner))
 
 
 bn_relu_max_pool_on_blocks.defvjp(_bn_pool_fwd, _bn_pool_bwd)
@@ -544,11 +551,9 @@ def _pixel_stage_fwd(y, scale, offset, seed, rate):
 
 def _pixel_stage_bwd(rate, res, dy):
     scale, winner, at_winner, seed = res
-    c = dy.shape[-1]
     passed = jnp.where(winner < 4, dy * (1.0 / (1.0 - rate)) if rate > 0 else dy, 0.0)
     dz = _depth_to_space(_gradient_to_winner(winner, passed))
-    passed = passed.reshape(-1, c)
-    return (dz * scale, jnp.sum(passed * at_winner.reshape(-1, c), 0), jnp.sum(passed, 0),
+    return (dz * scale, *_affine_gradients(passed, at_winner),
             np.zeros(np.shape(seed), jax.dtypes.float0))
 
 
