@@ -83,6 +83,24 @@ def test_conv2d_picks_blocks_for_large_narrow_layers():
     assert not blocked(28, 16, 16) and not blocked(7, 10, 10)
 
 
+@pytest.mark.parametrize("pads", [(1, 1, 1, 1), (1, 2, 1, 2), (2, 3, 0, 1), (0, 1, 0, 1)])
+def test_padding_by_gather_equals_jnp_pad(pads):
+    """_take_rows_cols and _padded_space_to_depth (padding as gathers, for XLA's fusion)
+    give exactly jnp.pad's zeros, strided picks and _space_to_depth's layout, also
+    vmapped over models."""
+    top, bottom, left, right = pads
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 3, 9, 11, 5)) + 3.0  # no zeros inside
+    padded = jnp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right), (0, 0)))
+    h, w = padded.shape[2:4]
+    rows, cols = np.arange(h) - top, np.arange(w) - left
+    np.testing.assert_array_equal(jax.vmap(ops._take_rows_cols, (0, None, None))(x, rows, cols), padded)
+    np.testing.assert_array_equal(ops._take_rows_cols(x[0, ..., 0], rows[1::2], cols[::3]),
+                                  padded[0, :, 1::2, ::3, 0])
+    if h % 2 == 0 and w % 2 == 0:
+        blocks = jax.vmap(lambda a: ops._padded_space_to_depth(a, top, bottom, left, right))(x)
+        np.testing.assert_array_equal(blocks, jax.vmap(ops._space_to_depth)(padded))
+
+
 @pytest.mark.parametrize("k,pad,hw", [(3, 1, 28), (3, 1, 14), (3, 0, 16), (5, 2, 14)])
 def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
     """Output and both gradients equal the plain convolution's, laid out as 2x2 blocks."""
