@@ -83,6 +83,28 @@ def test_conv2d_picks_blocks_for_large_narrow_layers():
     assert not blocked(28, 16, 16) and not blocked(7, 10, 10)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_weight_gradient_whole_or_over_batch_halves(split, monkeypatch):
+    """Both ways the kernel gradient equals the plain convolution's, alone and vmapped
+    over models (the threshold set so that these small layers take the tested path)."""
+    monkeypatch.setattr(ops, "WEIGHT_GRADIENT_SPLIT_MACS", 1 if split else 2 ** 62)
+    kx, kw, kd = jax.random.split(jax.random.PRNGKey(5), 3)
+    for shape, cout in [((4, 14, 14, 10), 20), ((4, 9, 9, 16), 16)]:  # blocks, pixels
+        x = jax.random.normal(kx, (2, *shape))
+        w = jax.random.normal(kw, (2, 3, 3, shape[-1], cout)) * 0.3
+        dy = jax.random.normal(kd, (2, *shape[:3], cout))
+
+        def kernel_gradient(conv, x, w, dy):
+            return jax.vjp(lambda b: conv(x, b, 1), w)[1](dy)[0]
+
+        fast = jax.jit(jax.vmap(lambda *a: kernel_gradient(ops.conv2d, *a)))(x, w, dy)
+        for m in range(2):
+            np.testing.assert_allclose(fast[m], kernel_gradient(ops.conv2d_reference, x[m], w[m], dy[m]),
+                                       rtol=1e-4, atol=1e-4)
+    jaxpr = str(jax.make_jaxpr(lambda *a: kernel_gradient(ops.conv2d, *a))(x[0], w[0], dy[0]))
+    assert jaxpr.count("conv_general_dilated") == (4 if split else 3)  # forward, input gradient, 1 or 2
+
+
 @pytest.mark.parametrize("pads", [(1, 1, 1, 1), (1, 2, 1, 2), (2, 3, 0, 1), (0, 1, 0, 1)])
 def test_padding_by_gather_equals_jnp_pad(pads):
     """_take_rows_cols and _padded_space_to_depth (padding as gathers, for XLA's fusion)
