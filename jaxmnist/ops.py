@@ -27,6 +27,9 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   before BatchNorm is never stored: 8% (fc19k) and 15% (fc16k) fewer bytes per step,
   which a CPU with little memory bandwidth per core feels (2-core Intel Xeon: fc19k's
   step x1.03-1.12, fc16k's x1.06-1.08).
+* zero padding: where a producer fuses into it (the rotated batch before the first layer,
+  BatchNorm -> ReLU before a padded convolution on blocks), jnp.pad's loop ran several
+  times slower than gathering the same values by index (_take_rows_cols).
 * BatchNorm moments: column sums over 10- or 20-channel rows run at a fraction of memory
   speed; summing several rows side by side as one wider row does not.
 * dropout: a threefry draw per element costs more than the layer it regularises; here a
