@@ -118,10 +118,10 @@ def _conv_bwd(padding, res, dy):
 # half of the batch, summed. Eigen does not split a convolution whose output is as small
 # as a weight gradient across threads, so the other thread idles for its duration unless
 # independent work is at hand: fc19k's 28x28 layer on blocks (321M multiply-adds, ~7 ms
-# on one core of the 2-core Intel Xeon) x1.046 for the step (paired in-process, 14 and
-# 20 rounds: x1.022-1.046); fc16k's 231M layer measured neutral (x1.006), the others are
-# smaller. The sum in two parts rounds differently from one, hence a threshold rather
-# than always.
+# on one core of the 2-core Intel Xeon), step x1.022-1.046 (paired in-process, three A/Bs
+# of 14-20 rounds); with every weight gradient split, fc16k (largest 231M) measured x1.006
+# and gap7k/gap8k/gap9k within +-2%. The sum in two parts rounds differently from one,
+# hence a threshold rather than always.
 WEIGHT_GRADIENT_SPLIT_MACS = 2 ** 28
 
 
