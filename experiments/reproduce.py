@@ -126,7 +126,7 @@ def result_path(out_dir: str, arch: str, variant: str) -> str:
 
 
 def main(argv=None) -> int:
-    from jaxmnist import cli, loop, models, recipes
+    from jaxmnist import cli, kernels, loop, models, recipes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(models.ARCHS)}")
@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=("vmap", "sequential"), default="vmap",
                         help="vmap: K models in one jitted step; sequential: the same loop once per seed "
                              "(K=1 each), for machines where the vmapped step is slower per model")
+    kernels.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         recipe = recipes.variant(args.arch, args.variant)
@@ -160,6 +161,7 @@ def main(argv=None) -> int:
         for group in groups:
             config = loop.RunConfig(
                 recipe=recipe, seeds=group, dataset=args.dataset, progress=False, plots=False,
+                kernels=args.kernels, steps_per_call=args.steps_per_call,
                 workdir=workdir if args.mode == "vmap" else os.path.join(workdir, f"seed{group[0]}"),
             )
             histories.append(loop.run(config, data, log=lambda s: print(s, flush=True)))
@@ -184,6 +186,7 @@ def main(argv=None) -> int:
         # images of all K models per second of wall time (median over epochs)
         "images_per_s_all_models": float(sorted(r["images_per_s"] for r in history)[len(history) // 2]),
         "mode": args.mode,
+        "kernels": history[-1].get("kernels"),
         "command": "python experiments/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "machine": machine_info(),

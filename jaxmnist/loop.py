@@ -5,8 +5,12 @@ PRNGKey(seed); epoch e uses fold_in(key, e) for its shuffle, rotations and dropo
 Nothing random is carried from one epoch to the next except through the checkpointed
 state, so a run resumed from its epoch-e checkpoint replays exactly what an
 uninterrupted run would have done, and model k of a K-model run is the same run as
-seed k trained alone (the K-model step runs each model as its own copy of the
-one-model step: `step.models_side_by_side`).
+seed k trained alone (bitwise under the CPU lowering, whose K-model step runs each
+model as its own copy of the one-model step: `jaxmnist.cpu.models_side_by_side`;
+within float tolerance under the plain vmap).
+
+The lowering (`kernels`) is not part of a run's identity: both lowerings take the same
+trees, so a run may be resumed under the other one (the change is logged).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import checkpoint, models, step as step_lib
+from jaxmnist import checkpoint, kernels as kernels_lib, models, step as step_lib
 from jaxmnist.recipes import Recipe, schedule
 
 if TYPE_CHECKING:
@@ -46,10 +50,24 @@ class RunConfig:
     progress: bool = True
     chunk_steps: int = 50
     plots: bool = True
+    kernels: str | None = None  # "auto" | "plain" | "cpu"; None: $JAXMNIST_KERNELS, else auto
+    steps_per_call: int | None = None  # None: kernels.default_steps_per_call()
 
     @property
     def n_models(self) -> int:
         return len(self.seeds)
+
+    @property
+    def lowering(self) -> str:
+        """"plain" or "cpu": what `kernels` means on this machine."""
+        return kernels_lib.resolve(self.kernels)
+
+    @property
+    def steps_in_one_call(self) -> int:
+        s = self.steps_per_call or kernels_lib.default_steps_per_call()
+        if s < 1:
+            raise RunError(f"--steps-per-call must be >= 1, got {s}")
+        return s
 
 
 def identity(config: RunConfig, data: Dataset) -> dict:
@@ -133,7 +151,8 @@ def _stack(trees):
 
 def init_models(config: RunConfig, steps_per_epoch: int):
     """(state, run_keys): one TrainState, its arrays stacked on a leading axis when K > 1."""
-    model = models.build(config.recipe.arch, config.recipe.init, config.recipe.dropout)
+    model = models.build(config.recipe.arch, config.recipe.init, config.recipe.dropout,
+                         kernels=config.lowering)
     states, keys = [], []
     for seed in config.seeds:
         init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -175,6 +194,21 @@ def epoch_plan(run_keys, epoch: int, n: int, batch: int, n_models: int):
         idx, tail = idx[:, 0], tail[0]
     tail_idx = tail[None] if tail.shape[-1] else None
     return idx, keys[:full], tail_idx, (keys[full:] if tail_idx is not None else None)
+
+
+def _calls(full_idx, full_keys, tail_idx, tail_keys, per_call: int) -> list[tuple]:
+    """One epoch's train calls as (idx, keys, steps): the full batches `per_call` at a
+    time (leading step axis) while they last, then one step per call, the last partial
+    batch included."""
+    calls, full = [], full_idx.shape[0]
+    scanned = full - full % per_call if per_call > 1 else 0
+    for i in range(0, scanned, per_call):
+        calls.append((full_idx[i:i + per_call], full_keys[i:i + per_call], per_call))
+    for i in range(scanned, full):
+        calls.append((full_idx[i], full_keys[i], 1))
+    if tail_idx is not None:
+        calls.append((np.asarray(tail_idx)[0], np.asarray(tail_keys)[0], 1))
+    return calls
 
 
 @dataclasses.dataclass
@@ -282,7 +316,13 @@ def run(
     train_images, train_labels = on_device(data.train)
     val_dev = on_device(data.val) if len(data.val) else None
     test_dev = on_device(data.test)
-    train_fn = step_lib.make_train_fn(recipe, k)
+    lowering, per_call = config.lowering, config.steps_in_one_call
+    log(f"kernels: {lowering} lowering on {jax.default_backend()}, {per_call} step(s) per call")
+    if history and history[-1].get("kernels", lowering) != lowering:
+        log(f"kernels changed on resume: epochs 1-{start_epoch} ran the "
+            f"{history[-1]['kernels']} lowering, the rest runs the {lowering} one")
+    train_fn = step_lib.make_train_fn(recipe, k, lowering)
+    scan_fn = step_lib.make_train_fn(recipe, k, lowering, per_call) if per_call > 1 else None
     eval_fn = step_lib.make_eval_fn(recipe, k)
     tag = (lambda i: f"[seed {config.seeds[i]}] ") if k > 1 else (lambda i: "")
 
@@ -290,17 +330,15 @@ def run(
         full_idx, full_keys, tail_idx, tail_keys = epoch_plan(
             run_keys, epoch, n, recipe.batch_size, k
         )
-        idx_np, keys_np = np.asarray(full_idx), np.asarray(full_keys)
-        plan = [(idx_np[i], keys_np[i]) for i in range(idx_np.shape[0])]
-        if tail_idx is not None:
-            plan.append((np.asarray(tail_idx)[0], np.asarray(tail_keys)[0]))
+        calls = _calls(np.asarray(full_idx), np.asarray(full_keys), tail_idx, tail_keys, per_call)
 
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}", config.progress)
         t0 = time.perf_counter()
         done_steps, done_images, loss_sum, correct_sum = 0, 0, 0.0, 0.0
         pending = []  # device-side metrics not yet read; read every chunk_steps steps
-        for i, (idx, keys) in enumerate(plan):
-            state, metrics = train_fn(state, train_images, train_labels, idx, keys)
+        for i, (idx, keys, steps) in enumerate(calls):
+            fn = scan_fn if steps > 1 else train_fn
+            state, metrics = fn(state, train_images, train_labels, idx, keys)
             if first_step_logged is False:
                 jax.block_until_ready(metrics)
                 age = process_age()
@@ -308,17 +346,19 @@ def run(
                 log(f"first step done {time.perf_counter() - run_start:.2f}s after the run "
                     f"started{since} (model init and compilation included)")
                 first_step_logged = True
-            pending.append((idx.shape[-1], metrics))
-            if len(pending) < config.chunk_steps and i + 1 < len(plan):
+            if steps == 1:  # metrics of every call as (steps, ...) arrays
+                metrics = jax.tree_util.tree_map(lambda m: m[None], metrics)
+            pending.append(([idx.shape[-1]] * steps, metrics))
+            if sum(len(b) for b, _ in pending) < config.chunk_steps and i + 1 < len(calls):
                 continue
-            batches = np.array([b for b, _ in pending])
-            losses = np.asarray(jnp.stack([m[0] for _, m in pending]))
-            correct = np.asarray(jnp.stack([m[1] for _, m in pending]))
+            batches = np.array([b for bs, _ in pending for b in bs])
+            losses = np.asarray(jnp.concatenate([m[0] for _, m in pending]))
+            correct = np.asarray(jnp.concatenate([m[1] for _, m in pending]))
             _check_finite(losses, epoch * steps_per_epoch + done_steps, epoch)
             shape = (-1,) + (1,) * (losses.ndim - 1)
             loss_sum = loss_sum + (losses * batches.reshape(shape)).sum(axis=0)
             correct_sum = correct_sum + correct.sum(axis=0)
-            done_steps += len(pending)
+            done_steps += len(batches)
             done_images += int(batches.sum())
             pending = []
             if bar is not None:
@@ -337,6 +377,8 @@ def run(
 
         record = {
             "epoch": epoch + 1,
+            "kernels": lowering,
+            "steps_per_call": per_call,
             "lr": float(lr_fn(epoch * steps_per_epoch)),  # at the epoch's first step
             "train_loss": _as_list(loss_sum / n),
             "train_accuracy": _as_list(100.0 * correct_sum / n),
@@ -375,6 +417,7 @@ def run(
         if manager is not None:
             meta = {
                 **ident,
+                "kernels": lowering,
                 "epoch": epoch + 1,
                 "val_accuracy": record.get("val_accuracy"),
                 "test_accuracy": record["test_accuracy"],

@@ -1,6 +1,9 @@
 """The five seed networks (../shared/seeds/00x_*.txt) and the registry that names them.
 
-Each architecture is a tuple of layer specs (see `layers`); `Net` interprets it. The
+Each architecture is a tuple of layer specs (see `layers`); `Net` is the plain Flax
+network they define, one standard op per spec, which XLA compiles well on GPU and TPU.
+The CPU lowering (`jaxmnist.cpu`) computes the same network with CPU-specific kernels;
+`build(..., kernels=)` picks one. The
 per-architecture functions below carry the reasoning wherever a seed document leaves
 something out, so a reader can check every choice against the seed.
 """
@@ -14,20 +17,21 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxmnist import kernels as kernels_lib
 from jaxmnist.layers import (
     BatchNorm,
     BatchNormLayer,
     Conv,
-    ConvLayer,
     Dense,
-    DenseLayer,
     Dropout,
     Flatten,
     GlobalAvgPool,
+    LayerNames,
     MaxPool,
     ReLU,
+    initializers,
+    torch_flatten,
 )
-from jaxmnist import ops
 
 
 def _block(features, kernel=3, padding=0, bias=False, dropout=None, relu_first=False):
@@ -201,176 +205,76 @@ def check_arch(name: str) -> str:
     return name
 
 
-# A conv bias followed by training-mode BatchNorm cancels in x - mean: hand it to the
-# BatchNorm (for its running mean) instead of adding it to every activation. False gives
-# the literal formulation (tests compare the two).
-DEFER_CONV_BIAS = True
-
-# In training, activations stay on 2x2 pixel blocks from a convolution that runs on blocks
-# anyway (ops.runs_on_blocks) through BatchNorm, ReLU, dropout, 1x1 convolutions and
-# unpadded convolutions whose blocks line up, down to a max pool over the block members,
-# whenever the chain reaches such a pool or convolution; conv -> BatchNorm -> ReLU ->
-# MaxPool (fc19k) is one fused stage (ops.bn_relu_max_pool_on_blocks). No activation then
-# crosses between blocks and pixels in between. False runs every layer on pixels (tests
-# compare the two). Evaluation always runs on pixels. Dropout on blocks draws its mask in
-# block order: the same distribution, other masks than on pixels.
-STAGES_ON_BLOCKS = True
-
-
-# In training, BatchNorm -> ReLU [-> Dropout] -> MaxPool on pixels (fc16k's two stages)
-# is one op (ops.bn_relu_dropout_max_pool), whose backward pass takes BatchNorm's sums
-# over the pooled values. False runs the layers one by one (tests compare the two).
-FUSED_PIXEL_POOL_STAGES = True
-
-
-def _pixel_pool_stage(spec: tuple, i: int, x_shape) -> int:
-    """How many layers from spec[i] form BatchNorm -> ReLU [-> Dropout] -> MaxPool on
-    pixels of an even size; 0 if they do not."""
-    ahead = list(spec[i:i + 4])
-    if len(ahead) < 3 or not isinstance(ahead[0], BatchNorm) or not isinstance(ahead[1], ReLU):
-        return 0
-    n = 3 if isinstance(ahead[2], Dropout) else 2
-    if n >= len(ahead) or not isinstance(ahead[n], MaxPool):
-        return 0
-    return n + 1 if x_shape[1] % 2 == 0 and x_shape[2] % 2 == 0 else 0
-
-
-def _fused_pool_stage(spec: tuple, i: int, x_shape) -> bool:
-    """conv -> BatchNorm -> ReLU -> MaxPool from pixels, the conv's blocks the pool windows."""
-    if i + 3 >= len(spec):
-        return False
-    conv, bn, relu, pool = spec[i:i + 4]
-    return (isinstance(conv, Conv) and isinstance(bn, BatchNorm) and isinstance(relu, ReLU)
-            and isinstance(pool, MaxPool)
-            and ops.output_on_blocks_possible(x_shape, _kernel_shape(conv, x_shape), conv.padding))
-
-
-def _kernel_shape(conv: Conv, x_shape) -> tuple:
-    return (conv.kernel, conv.kernel, x_shape[-1], conv.features)
-
-
-def _bias_fits_blocks(spec: tuple, i: int) -> bool:
-    """On blocks a conv bias can only be deferred to a BatchNorm right after the conv."""
-    return not spec[i].bias or (i + 1 < len(spec) and isinstance(spec[i + 1], BatchNorm))
-
-
-def _blocks_pay_off(spec: tuple, i: int, x_shape) -> bool:
-    """Whether the conv at spec[i] (input on pixels of x_shape) should leave its output on
-    blocks: the layers after it keep them (BatchNorm, ReLU, dropout, 1x1 convs) until a
-    max pool or a blocks-to-blocks conv takes them."""
-    conv = spec[i]
-    h, w = (s + 2 * conv.padding - conv.kernel + 1 for s in x_shape[1:3])
-    c = conv.features
-    for j in range(i + 1, len(spec)):
-        layer = spec[j]
-        if isinstance(layer, MaxPool):
-            return True
-        if isinstance(layer, Conv):
-            if not _bias_fits_blocks(spec, j):
-                return False
-            if layer.kernel == 1:
-                c = layer.features
-                continue
-            shape = (1, h, w, c)
-            return ops.blocks_to_blocks_possible(shape, _kernel_shape(layer, shape), layer.padding)
-        if not isinstance(layer, (BatchNorm, ReLU, Dropout)):
-            return False
-    return False
-
-
 class Net(nn.Module):
-    """Runs a spec tuple; returns log-probabilities (N, 10) like the seeds' log_softmax."""
+    """The plain lowering, and the definition of every network: each spec is one
+    standard op. Returns log-probabilities (N, 10) like the seeds' log_softmax.
+
+    The CPU lowering (`jaxmnist.cpu.CpuNet`) computes the same function from the same
+    spec with the same parameter and batch_stats trees.
+    """
 
     spec: tuple
     init_scheme: str = "torch"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        counters: dict[str, int] = {}
-
-        def name(kind):
-            counters[kind] = counters.get(kind, 0) + 1
-            return f"{kind}{counters[kind]}"
-
-        spec = self.spec
-        shift = None  # a conv bias deferred to the BatchNorm right after it
-        blocks = False  # x is on 2x2 pixel blocks
-        i = 0
-        while i < len(spec):
-            layer = spec[i]
-            if train and STAGES_ON_BLOCKS and not blocks and _fused_pool_stage(spec, i, x.shape):
-                conv = ConvLayer(layer, self.init_scheme, name=name("conv"))
-                yb, bias = conv(x, defer_bias=True, blocks="out")
-                scale, offset = BatchNormLayer(name=name("bn"))(yb, train, bias, groups=4,
-                                                                apply=False)
-                x = ops.bn_relu_max_pool_on_blocks(yb, scale, offset)
-                i += 4
-                continue
-            if blocks and not isinstance(layer, (Conv, BatchNorm, ReLU, Dropout, MaxPool)):
-                x, blocks = ops.to_pixels(x), False
+        name = LayerNames()
+        for layer in self.spec:
             if isinstance(layer, Conv):
-                defer = (train and DEFER_CONV_BIAS and layer.bias and i + 1 < len(spec)
-                         and isinstance(spec[i + 1], BatchNorm))
-                n, h, w, c = x.shape
-                on_pixels = (n, 2 * h, 2 * w, c // 4) if blocks else x.shape
-                kernel_shape = _kernel_shape(layer, on_pixels)
-                mode = ""
-                if blocks and _bias_fits_blocks(spec, i) and (
-                        layer.kernel == 1
-                        or ops.blocks_to_blocks_possible(on_pixels, kernel_shape, layer.padding)):
-                    mode = "in-out"
-                elif (train and STAGES_ON_BLOCKS and not blocks and _bias_fits_blocks(spec, i)
-                      and ops.output_on_blocks_possible(x.shape, kernel_shape, layer.padding)
-                      and _blocks_pay_off(spec, i, x.shape)):
-                    mode = "out"
-                elif blocks:
-                    x, blocks = ops.to_pixels(x), False
-                defer = defer or bool(mode and layer.bias)
-                out = ConvLayer(layer, self.init_scheme, name=name("conv"))(x, defer, mode)
-                x, shift = out if defer else (out, None)
-                blocks = bool(mode)
-            elif isinstance(layer, Dense):
-                x = DenseLayer(layer, self.init_scheme, name=name("dense"))(x)
-            elif (isinstance(layer, BatchNorm) and train and FUSED_PIXEL_POOL_STAGES and not blocks
-                  and (n_layers := _pixel_pool_stage(spec, i, x.shape))):
-                scale, offset = BatchNormLayer(name=name("bn"))(x, train, shift, apply=False)
-                rate = spec[i + 2].rate if n_layers == 4 else 0.0
-                seed = ops.dropout_seed(self.make_rng("dropout")) if rate > 0 else jnp.uint32(0)
-                x, shift = ops.bn_relu_dropout_max_pool(x, scale, offset, seed, rate), None
-                i += n_layers
-                continue
+                k, p = layer.kernel, layer.padding
+                kinit, binit = initializers(self.init_scheme, x.shape[-1] * k * k)
+                x = nn.Conv(layer.features, (k, k), padding=[(p, p), (p, p)], use_bias=layer.bias,
+                            kernel_init=kinit, bias_init=binit, name=name("conv"))(x)
             elif isinstance(layer, BatchNorm):
-                bn = BatchNormLayer(name=name("bn"))
-                x, shift = bn(x, train, shift, groups=4 if blocks else 1), None
+                x = BatchNormLayer(name=name("bn"))(x, train)
             elif isinstance(layer, ReLU):
-                x = jax.nn.relu(x)
+                x = nn.relu(x)
             elif isinstance(layer, MaxPool):
-                x, blocks = (ops.max_pool_on_blocks(x) if blocks else ops.max_pool(x)), False
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
             elif isinstance(layer, Dropout):
-                if train and layer.rate > 0:
-                    x = ops.dropout(x, layer.rate, self.make_rng("dropout"))
+                x = nn.Dropout(layer.rate, deterministic=not train)(x)
             elif isinstance(layer, GlobalAvgPool):
                 x = jnp.mean(x, axis=(1, 2), keepdims=True)
             elif isinstance(layer, Flatten):
-                x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+                x = torch_flatten(x)
+            elif isinstance(layer, Dense):
+                kinit, binit = initializers(self.init_scheme, x.shape[-1])
+                x = nn.Dense(layer.features, use_bias=layer.bias, kernel_init=kinit,
+                             bias_init=binit, name=name("dense"))(x)
             else:  # pragma: no cover - specs are closed
                 raise TypeError(f"unknown layer spec {layer!r}")
-            i += 1
-        if blocks:
-            x = ops.to_pixels(x)
-        return jax.nn.log_softmax(x, axis=-1)
+        return nn.log_softmax(x, axis=-1)
 
 
-def build(arch: str, init: str = "torch", dropout: float | None = None) -> Net:
-    """The arch's network; `dropout` replaces the rate of every Dropout layer."""
+def spec_of(arch: str, dropout: float | None = None) -> tuple:
+    """The arch's layer specs; `dropout` replaces the rate of every Dropout layer."""
     spec = ARCHS[check_arch(arch)]()
     if dropout is not None:
         spec = tuple(Dropout(dropout) if isinstance(layer, Dropout) else layer for layer in spec)
-    return Net(spec, init)
+    return spec
 
 
-def init_variables(model: Net, key, batch: int = 1):
+def build(arch: str, init: str = "torch", dropout: float | None = None,
+          kernels: str | None = None) -> nn.Module:
+    """The arch's network in a lowering: "plain" (`Net`), "cpu" (`jaxmnist.cpu.CpuNet`),
+    "auto", or None ($JAXMNIST_KERNELS, else auto; see `jaxmnist.kernels.resolve`).
+    Every lowering takes the same variables."""
+    return lowering(kernels)(spec_of(arch, dropout), init)
+
+
+def lowering(kernels: str | None = None) -> type[nn.Module]:
+    if kernels_lib.resolve(kernels) == "cpu":
+        from jaxmnist.cpu import CpuNet
+
+        return CpuNet
+    return Net
+
+
+def init_variables(model: nn.Module, key, batch: int = 1):
     """Parameters and batch statistics for (batch, 28, 28, 1) inputs.
+
+    Always initialised by the plain definition, whatever lowering `model` is, so every
+    lowering starts a seed from the same values.
 
     lazy_init traces the forward pass for shapes only; under jit the initialisers form
     one small program that lands in the persistent compilation cache, where eager or
@@ -381,9 +285,10 @@ def init_variables(model: Net, key, batch: int = 1):
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted_init(model: Net, batch: int):
+def _jitted_init(model: nn.Module, batch: int):
     x = jax.ShapeDtypeStruct((batch, 28, 28, 1), jnp.float32)
-    return jax.jit(lambda key: model.lazy_init({"params": key}, x, train=False))
+    net = Net(model.spec, model.init_scheme)
+    return jax.jit(lambda key: net.lazy_init({"params": key}, x, train=False))
 
 
 def count_params(params) -> int:

@@ -1,7 +1,7 @@
 """TrainState, the optimiser, and the one train step every caller uses.
 
 The trainer, the multi-seed runs (vmap over a leading model axis) and the benchmarks
-all run `train_step`: augmentation, forward, backward, BatchNorm update and optimiser
+all run `train_step`, under either lowering of the network (the TrainState's apply_fn): augmentation, forward, backward, BatchNorm update and optimiser
 update in one jitted function, fed uint8 images straight from the on-device dataset.
 """
 
@@ -12,10 +12,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import optax
 from flax.training import train_state
 
-from jaxmnist import augment, models
+from jaxmnist import augment, kernels as kernels_lib, models
 from jaxmnist.recipes import Recipe, momentum_schedule, schedule
 
 
@@ -37,7 +38,7 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optax.GradientTransf
     return sgd
 
 
-def create_state(model: models.Net, recipe: Recipe, key, steps_per_epoch: int) -> TrainState:
+def create_state(model: nn.Module, recipe: Recipe, key, steps_per_epoch: int) -> TrainState:
     variables = models.init_variables(model, key)
     return TrainState.create(
         apply_fn=model.apply,
@@ -80,54 +81,47 @@ def eval_logits(apply_fn, params, batch_stats, images, recipe: Recipe):
     return apply_fn({"params": params, "batch_stats": batch_stats}, x, train=False)
 
 
-def models_side_by_side(fn):
-    """fn with a vmap rule that runs each model's slice through fn on its own.
+def make_step(recipe: Recipe, n_models: int, kernels: str | None = None):
+    """train_step for one model, or vmapped over a leading model axis of state/data/keys.
 
-    jax.vmap(fn) then trains K models in one XLA program as K independent copies of the
-    one-model computation, instead of carrying a model axis through every activation.
-    On CPU the model axis costs more than it saves: the K per-model convolutions' outputs
-    get stacked, the first layer's matmul needs transposes, and the stacked activations
-    share cache (gap8k, batch 128, K=2: 20% fewer images/s than one model; with this rule
-    as many or more, benchmarks/models_per_step.py). Each model computes exactly what the
-    K=1 step computes.
-    Arguments without the model axis are shared by every model.
+    Under the plain lowering K models are one plain vmap (grouped convolutions, which
+    accelerators batch well); under the CPU lowering each model runs as its own copy of
+    the one-model step (`jaxmnist.cpu.models_side_by_side`).
     """
-    batched_fn = jax.custom_batching.custom_vmap(fn)
-
-    @batched_fn.def_vmap
-    def rule(axis_size, in_batched, *args):
-        leaves, treedef = jax.tree_util.tree_flatten(args)
-        batched = jax.tree_util.tree_leaves(in_batched)
-        outs = []
-        for m in range(axis_size):
-            model_leaves = [x[m] if b else x for x, b in zip(leaves, batched)]
-            outs.append(fn(*jax.tree_util.tree_unflatten(treedef, model_leaves)))
-        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
-        return stacked, jax.tree_util.tree_map(lambda _: True, stacked)
-
-    return batched_fn
-
-
-def make_step(recipe: Recipe, n_models: int):
-    """train_step for one model, or vmapped over a leading model axis of state/data/keys."""
     step = functools.partial(train_step, recipe=recipe)
-    return jax.vmap(models_side_by_side(step)) if n_models > 1 else step
+    if n_models == 1:
+        return step
+    if kernels_lib.resolve(kernels) == "cpu":
+        from jaxmnist.cpu import models_side_by_side
+
+        step = models_side_by_side(step)
+    return jax.vmap(step)
 
 
-def make_train_fn(recipe: Recipe, n_models: int):
+def make_train_fn(recipe: Recipe, n_models: int, kernels: str | None = None,
+                  steps_per_call: int = 1):
     """The jitted step fed from the on-device dataset: gathers batch `idx`, then steps.
 
-    idx: (B,) or (K, B) indices into images/labels; key: (2,) or (K, 2). One jit call
-    per step: on CPU a lax.scan over a chunk of steps measured 2-3x slower than this
-    (and compiled 2x longer), while per-step dispatch costs microseconds against a
-    step of tens of milliseconds, and stays asynchronous.
+    idx: (B,) or (K, B) indices into images/labels; key: (2,) or (K, 2). With
+    steps_per_call = S > 1 idx and key carry a leading axis of S steps, run in order by a
+    lax.scan inside the one call, and the metrics come back stacked (S, ...): an
+    accelerator then is not bound by one host dispatch per ~1 ms step. On CPU one step
+    per call is the default: a scan over a chunk of steps measured 2-3x slower there (and
+    compiled 2x longer), while per-step dispatch costs microseconds against a step of
+    tens of milliseconds, and stays asynchronous.
     """
-    step = make_step(recipe, n_models)
+    step = make_step(recipe, n_models, kernels)
 
-    def fn(state, images, labels, idx, key):
+    def one(state, images, labels, idx, key):
         return step(state, images[idx], labels[idx], key)
 
-    return jax.jit(fn, donate_argnums=0)
+    if steps_per_call == 1:
+        return jax.jit(one, donate_argnums=0)
+
+    def many(state, images, labels, idx, keys):
+        return jax.lax.scan(lambda s, xs: one(s, images, labels, *xs), state, (idx, keys))
+
+    return jax.jit(many, donate_argnums=0)
 
 
 # Evaluation batch: small enough that a batch's activations stay in cache. Measured over

@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from jaxmnist import cli
+from jaxmnist import cli, kernels
 
 _NOT_FLAGS = ("arch", "variant")
 
@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "seeds train on all 60k; the best checkpoint needs a validation split)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs at the end")
+    kernels.add_arguments(parser)
     _recipe_flags(parser)
     return parser.parse_args(argv)
 
@@ -94,6 +95,8 @@ def main(argv=None):
         dataset=args.dataset,
         progress=not args.no_progress,
         plots=not args.no_plots,
+        kernels=args.kernels,
+        steps_per_call=args.steps_per_call,
     )
     history = loop.run(config, data)
     final = history[-1]

@@ -109,7 +109,7 @@ def test_eval_outputs_agree(arch):
 
 def _no_dropout(arch):
     spec = models.ARCHS[arch]()
-    return models.Net(
+    return models.lowering()(  # $JAXMNIST_KERNELS's lowering (auto: cpu on a CPU)
         tuple(layers.Dropout(0.0) if isinstance(l, layers.Dropout) else l for l in spec)
     )
 
