@@ -29,18 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import step_throughput  # noqa: E402  (its JaxTrain runner times make_train_fn)
 
-from jaxmnist import models, recipes  # noqa: E402
+from jaxmnist import kernels as kernels_lib, models, recipes  # noqa: E402
 
 
 def measure(arch: str, ks: list[int], batch: int, rounds: int, images_per_repeat: int,
-            variant: str | None = None) -> list[dict]:
+            variant: str | None = None, kernels: str | None = None) -> list[dict]:
+    kernels = kernels_lib.resolve(kernels)
     recipe = recipes.variant(arch, variant).replace(batch_size=batch)
     images_np, labels_np = step_throughput.synthetic_data(0)
     images, labels = jax.device_put(images_np), jax.device_put(labels_np)
     runners, first_call, rates = {}, {}, {k: [] for k in ks}
     for k in ks:
         runners[k] = step_throughput.JaxTrain(recipe, images, labels,
-                                              np.random.default_rng([0, k]), n_models=k)
+                                              np.random.default_rng([0, k]), n_models=k,
+                                              kernels=kernels)
         first_call[k] = runners[k].timed(1)
         common.log(f"{arch} K={k}: first call {first_call[k]:.1f} s")
     for r in range(rounds):
@@ -68,19 +70,21 @@ def main(argv=None) -> dict:
     p.add_argument("--images-per-repeat", type=int, default=3072,
                    help="training images (all models) per timed repeat")
     p.add_argument("--json", metavar="PATH")
+    kernels_lib.add_arguments(p, steps_per_call=False)
     args = p.parse_args(argv)
     if any(k < 1 for k in args.models) or args.rounds < 1 or args.batch_size < 1:
         p.error("--models, --rounds and --batch-size must be positive")
     load_before = common.load_average()
     results = measure(args.arch, sorted(set(args.models)), args.batch_size, args.rounds,
-                      args.images_per_repeat, args.variant)
+                      args.images_per_repeat, args.variant, args.kernels)
     base = next((r["images_per_s"] for r in results if r["models"] == 1), None)
     rows = [[r["arch"], r["models"], common.fmt_num(r["images_per_s"]), common.fmt_num(r["min"]),
              common.fmt_num(r["max"]), f"{r['first_call_s']:.1f}",
              f"{r['images_per_s'] / base:.2f}x" if base else "-"] for r in results]
     table = common.markdown_table(
         ["arch", "K", "total images/s (median)", "min", "max", "first call s", "vs K=1"], rows)
-    report = {"machine": common.machine_info(), "results": results}
+    report = {"machine": common.machine_info(), "kernels": kernels_lib.resolve(args.kernels),
+              "results": results}
     return common.publish_run(report, table, args.json, load_before)
 
 

@@ -60,7 +60,8 @@ import common  # noqa: E402
 
 from jaxmnist import loop, models, recipes, step as step_lib  # noqa: E402
 
-IMPLS = ("jaxmnist", "torch-eager", "torch-compile")
+IMPLS = ("jaxmnist", "jaxmnist-plain", "torch-eager", "torch-compile")
+JAX_KERNELS = {"jaxmnist": "cpu", "jaxmnist-plain": "plain"}  # impl -> jaxmnist's --kernels
 REFERENCE_IMPLS = ("torch-eager", "torch-eager-eval")  # what the ratios divide by
 TRAIN_EXAMPLES = 60_000  # the synthetic on-device dataset, MNIST's training-set size
 KEY_POOL = 64  # distinct (idx, key) / torch batches, cycled through during a repeat
@@ -70,7 +71,7 @@ SETTLE_S = 0.25  # pause before each timed repeat (OpenMP / Eigen threads spin a
 
 QUICK = dict(archs=["gap8k", "fc19k"], batch_sizes=[128], repeats=2, warmup=2,
              target_seconds=0.2, min_steps=2, max_steps=20, eval_images=2000,
-             impls=["jaxmnist", "torch-eager"])
+             impls=["jaxmnist", "jaxmnist-plain", "torch-eager"])
 DEFAULTS = dict(archs=["all"], batch_sizes=[64, 128, 256, 512], repeats=9, warmup=3,
                 target_seconds=1.0, min_steps=5, max_steps=500, eval_images=10_000,
                 impls=list(IMPLS))
@@ -102,19 +103,19 @@ class Runner:
 
 
 class JaxTrain(Runner):
-    """The trainer's step; with n_models > 1 the K-model step of `--mode vmap`."""
-
-    impl = "jaxmnist"
+    """The trainer's step; with n_models > 1 the K-model step of `--mode vmap`.
+    kernels="cpu" is `jaxmnist` (the CPU lowering), "plain" is `jaxmnist-plain`."""
 
     def __init__(self, recipe: recipes.Recipe, images, labels, rng: np.random.Generator,
-                 n_models: int = 1):
+                 n_models: int = 1, kernels: str = "cpu"):
+        self.impl = next(i for i, k in JAX_KERNELS.items() if k == kernels)
         b = recipe.batch_size
         self.images_per_call = b * n_models
         steps_per_epoch = math.ceil(TRAIN_EXAMPLES / b)
-        config = loop.RunConfig(recipe=recipe, seeds=tuple(range(n_models)))
+        config = loop.RunConfig(recipe=recipe, seeds=tuple(range(n_models)), kernels=kernels)
         self.state, _ = loop.init_models(config, steps_per_epoch)
         jax.block_until_ready(self.state)
-        self.fn = step_lib.make_train_fn(recipe, n_models)
+        self.fn = step_lib.make_train_fn(recipe, n_models, kernels)
         self.images, self.labels = images, labels
         shape = (b,) if n_models == 1 else (n_models, b)
         self.idx = [rng.integers(0, TRAIN_EXAMPLES, shape).astype(np.int32) for _ in range(KEY_POOL)]
@@ -165,7 +166,8 @@ class TorchTrain(Runner):
         self.images_per_call = b
         self.rotation = recipe.rotation
         torch.manual_seed(int(rng.integers(2**31)))
-        self.model = tr.TORCH_ARCHS[recipe.arch]()
+        self.device = torch_device()
+        self.model = tr.TORCH_ARCHS[recipe.arch]().to(self.device)
         self.opt = tr.make_optimizer(self.model, recipe.lr, recipe.momentum, recipe.nesterov,
                                      recipe.weight_decay)
         model, opt = self.model, self.opt
@@ -178,9 +180,11 @@ class TorchTrain(Runner):
             step = torch.compile(step, dynamic=False)
         self.step = step
         self.augment = augment
+        images_u8, labels = images_u8.to(self.device), labels.to(self.device)
         self.images_u8, self.labels = images_u8, labels  # torch (N,1,28,28) uint8, int64
-        self.idx = [torch.from_numpy(rng.integers(0, TRAIN_EXAMPLES, b)) for _ in range(KEY_POOL)]
-        self.angles = [torch.empty(b).uniform_(-self.rotation, self.rotation)
+        self.idx = [torch.from_numpy(rng.integers(0, TRAIN_EXAMPLES, b)).to(self.device)
+                    for _ in range(KEY_POOL)]
+        self.angles = [torch.empty(b, device=self.device).uniform_(-self.rotation, self.rotation)
                        for _ in range(KEY_POOL)]
         pool = KEY_POOL if augment else TORCH_BATCH_POOL
         self.batches = [
@@ -198,6 +202,10 @@ class TorchTrain(Runner):
             x, y = self.batches[i % len(self.batches)]
         self.step(x, y)  # returns the loss tensor; CPU torch is synchronous
 
+    def sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
 
 class TorchEval(Runner):
     impl = "torch-eager-eval"
@@ -208,14 +216,26 @@ class TorchEval(Runner):
         import torch_reference as tr
 
         self.torch = torch
-        self.model = tr.TORCH_ARCHS[arch]().eval()
-        self.x = torch_augment_eval(images_u8)
+        self.device = torch_device()
+        self.model = tr.TORCH_ARCHS[arch]().eval().to(self.device)
+        self.x = torch_augment_eval(images_u8.to(self.device))
         self.images_per_call = int(self.x.shape[0])
 
     def call(self, i):
         with self.torch.no_grad():
             for s in range(0, self.x.shape[0], EVAL_BATCH):
                 self.model(self.x[s: s + EVAL_BATCH]).argmax(1)
+
+    def sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+
+def torch_device() -> str:
+    """cuda where this torch build sees a GPU (so a CUDA machine compares like with like)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def torch_augment_eval(images_u8):
@@ -275,6 +295,7 @@ def measure(runners: list[Runner], args, fixed_steps: int | None,
         call_s = r.images_per_call / median  # one steady-state call
         records.append({
             "impl": r.impl,
+            "device": getattr(r, "device", None) or jax.devices()[0].platform,
             "images_per_s": median,
             "min": lo,
             "max": hi,
@@ -346,7 +367,7 @@ def build_runner(spec: dict, data=None) -> Runner:
         state, _ = loop.init_models(loop.RunConfig(recipe=recipes.recipe_for(arch)), 1)
         n = spec["eval_images"]
         return JaxEval(recipes.recipe_for(arch), state, images[:n], labels[:n])
-    return JaxTrain(recipe, images, labels, rng)
+    return JaxTrain(recipe, images, labels, rng, kernels=JAX_KERNELS[impl])
 
 
 class WorkerRunner(Runner):
@@ -354,6 +375,7 @@ class WorkerRunner(Runner):
 
     def __init__(self, spec: dict):
         self.impl = spec["impl"]
+        self.device = torch_device() if self.impl.startswith("torch") else None
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -489,7 +511,9 @@ def run(args) -> dict[str, Any]:
 def notes(args, machine, warning) -> list[str]:
     out = [
         "Synthetic data: random uint8 images and labels (speed does not depend on pixel values).",
-        "jaxmnist: jaxmnist.step.make_train_fn(recipe, 1), the trainer's step; it includes "
+        "jaxmnist: jaxmnist.step.make_train_fn(recipe, 1, 'cpu'), the trainer's step under the "
+        "CPU lowering (jaxmnist/cpu); jaxmnist-plain: the same step under the plain lowering "
+        "(models.Net, the GPU/TPU default). Both include "
         "the batch gather from the on-device uint8 dataset, per-image random rotation, "
         "normalisation, forward/backward with BatchNorm and dropout, and the SGD update.",
     ]

@@ -16,7 +16,7 @@ values and gradients agree. What each replacement avoids (measured in benchmarks
   channels on a side run on 2x2 pixel blocks: four times the channels, which XLA's
   convolution handles far better than the few it would otherwise pack patch by patch.
 * In training the activations stay on those blocks down to the next max pool where the
-  layers between allow (models.STAGES_ON_BLOCKS: conv2d_on_blocks,
+  layers between allow (net.STAGES_ON_BLOCKS: conv2d_on_blocks,
   conv2d_blocks_to_blocks, max_pool_on_blocks, and for conv -> BatchNorm -> ReLU -> pool
   bn_relu_max_pool_on_blocks), so neither pass converts the largest activations between
   blocks and pixels, and pool gradients come from a stored int8 winner.
