@@ -2,8 +2,8 @@
 
     python benchmarks/profile_step.py --arch fc19k [--seconds 10] [--top 30] [--json out.json]
 
-jax's profiler inflated the step 4-6x on the 2-vCPU Intel Xeon (session 12), so its per-op
-times were no guide there. This runs the trainer's step (`step_throughput.JaxTrain`, the
+jax's profiler inflated the step 4-6x on a 2-vCPU Intel Xeon, so its per-op times are no
+guide there. This runs the trainer's step (`step_throughput.JaxTrain`, the
 function the trainer and the throughput benchmark run) in a loop under Linux `perf record
 -e cpu-clock -g` (a software clock: no hardware counters needed, which VMs often lack) and
 names every sample. XLA:CPU registers each compiled kernel with the GDB JIT interface

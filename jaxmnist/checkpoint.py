@@ -10,7 +10,10 @@ written on a GPU restores on a CPU-only machine.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import time
 from typing import Any, Callable
@@ -43,16 +46,19 @@ def open_manager(directory: str, read_only: bool = False) -> ocp.CheckpointManag
             ),
         ]
     )
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy,
-        enable_async_checkpointing=False,
-        cleanup_tmp_directories=not read_only,
-        create=not read_only,
-        read_only=read_only,
-    )
-    return ocp.CheckpointManager(
-        os.path.abspath(directory), item_names=("state", "meta"), options=options
-    )
+    # orbax warns that a read-only manager does not save, and that the directory is
+    # read-only: both are what was asked for.
+    with _Quiet() if read_only else contextlib.nullcontext():
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            read_only=read_only,
+        )
+        return ocp.CheckpointManager(
+            os.path.abspath(directory), item_names=("state", "meta"), options=options
+        )
 
 
 def state_tree(state, keys) -> dict[str, Any]:
@@ -100,36 +106,106 @@ def restore(manager: ocp.CheckpointManager, epoch: int, template: dict) -> tuple
     return restored["state"], dict(restored["meta"])
 
 
+class _Quiet:
+    """absl/orbax logging above CRITICAL while a restore that may fail runs: the failure
+    is reported once, by the caller, in one line."""
+
+    def __enter__(self):
+        import logging
+
+        self._loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self._loggers, self._levels):
+            lg.setLevel(level)
+        return False
+
+
+_TENSORSTORE_STATUS = re.compile(
+    r"\b(OUT_OF_RANGE|DATA_LOSS|NOT_FOUND|INVALID_ARGUMENT|FAILED_PRECONDITION|UNKNOWN|INTERNAL):"
+)
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """One short line saying why a checkpoint did not restore.
+
+    orbax wraps tensorstore's status (e.g. `OUT_OF_RANGE: Error reading "params.x/0.0"
+    ...`) in exceptions whose own message is a page of TensorStore spec; the status line,
+    found along the exception's cause chain, is the informative part.
+    """
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    lines = [line.strip() for e in chain for line in str(e).splitlines() if line.strip()]
+    status = next((line for line in lines if _TENSORSTORE_STATUS.search(line)), None)
+    if status is not None:
+        line = status[_TENSORSTORE_STATUS.search(status).start():]
+        line = re.sub(r' in OCDBT database at local file "[^"]*"', "", line)
+    elif any(isinstance(e, json.JSONDecodeError) for e in chain):
+        bad = next(e for e in chain if isinstance(e, json.JSONDecodeError))
+        line = f"a metadata file is truncated or not JSON: {bad}"
+    elif lines:
+        line = lines[0].split(" See full TensorStore details")[0]
+    else:
+        line = type(chain[0]).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def restore_newest_readable(
+    manager: ocp.CheckpointManager,
+    template: dict,
+    epochs=None,
+    on_unreadable: Callable[[int, str], Any] | None = None,
+):
+    """(epoch, tree, meta) of the newest of `epochs` (default: all kept) that restores,
+    or None. For each one that does not, on_unreadable(epoch, reason) runs first."""
+    for epoch in sorted(manager.all_steps() if epochs is None else epochs, reverse=True):
+        try:
+            with _Quiet():
+                tree, meta = restore(manager, epoch, template)
+            return epoch, tree, meta
+        except Exception as exc:  # orbax raises many types for damaged files
+            if on_unreadable is not None:
+                on_unreadable(epoch, unreadable_reason(exc))
+    return None
+
+
 def restore_latest_good(
     manager: ocp.CheckpointManager, workdir: str, template: dict, log: Callable[[str], Any] = print
 ):
     """Newest readable checkpoint as (epoch, tree, meta), or None if there is none.
 
     An unreadable checkpoint (truncated file, deleted item) is moved to
-    workdir/corrupt/ rather than deleted, and the previous one is used instead.
+    workdir/corrupt/ rather than deleted, and the previous one is used instead; each is
+    reported in one warning line.
     """
-    for epoch in sorted(manager.all_steps(), reverse=True):
-        try:
-            tree, meta = restore(manager, epoch, template)
-            return epoch, tree, meta
-        except Exception as exc:  # orbax raises many types for damaged files
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            dest = os.path.join(workdir, "corrupt", f"{epoch}-{int(time.time())}")
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            shutil.move(os.path.join(manager.directory, str(epoch)), dest)
-            manager.reload()
-            log(
-                f"warning: checkpoint for epoch {epoch} is unreadable ({reason}); "
-                f"moved it to {dest} and falling back to the previous one"
-            )
-    return None
+
+    def set_aside(epoch: int, reason: str) -> None:
+        dest = os.path.join(workdir, "corrupt", f"{epoch}-{int(time.time())}")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.move(os.path.join(manager.directory, str(epoch)), dest)
+        manager.reload()
+        log(f"warning: checkpoint for epoch {epoch} is unreadable ({reason}); "
+            f"moved it to {dest} and falling back to the previous one")
+
+    return restore_newest_readable(manager, template, on_unreadable=set_aside)
 
 
 def best_epoch(manager: ocp.CheckpointManager) -> int:
     """Epoch with the highest validation accuracy among kept checkpoints (never test)."""
     scored = []
     for epoch in manager.all_steps():
-        val = read_meta(manager, epoch).get("val_accuracy")
+        try:
+            with _Quiet():
+                val = read_meta(manager, epoch).get("val_accuracy")
+        except Exception:  # an unreadable checkpoint is no candidate
+            continue
         if val is not None:
             scored.append((float(np.mean(val)), -epoch, epoch))
     if not scored:

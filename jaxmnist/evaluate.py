@@ -12,10 +12,11 @@ import json
 import math
 import os
 import sys
+from typing import Any, Callable
 
 import numpy as np
 
-from jaxmnist import cli
+from jaxmnist import cli, kernels
 
 
 def parse_args(argv=None):
@@ -27,6 +28,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", type=int, default=0, help="which model of a multi-seed run")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     cli.add_data_args(parser, dataset_default=None)
+    kernels.add_arguments(parser, steps_per_call=False)
+    cli.add_common_args(parser)
     return parser.parse_args(argv)
 
 
@@ -36,9 +39,19 @@ def confusion_matrix(labels, predictions, classes: int = 10) -> np.ndarray:
     return m
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def evaluate_workdir(workdir: str, step: int | None = None, best: bool = False,
-                     data_dir: str | None = None, dataset: str | None = None):
-    """(report dict, per-model predictions) for one checkpoint of a workdir."""
+                     data_dir: str | None = None, dataset: str | None = None,
+                     log: Callable[[str], Any] = _stderr, kernels: str | None = None):
+    """(report dict, per-model predictions) for one checkpoint of a workdir.
+
+    Read-only: nothing in the workdir is moved or written. If the latest checkpoint is
+    unreadable, the newest readable one is evaluated instead (one warning line through
+    `log`); a checkpoint asked for by `step` or `best` that is unreadable is an error.
+    """
     from jaxmnist import checkpoint, loop, step as step_lib
     from jaxmnist.recipes import Recipe
 
@@ -51,6 +64,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, best: bool = False,
     steps = sorted(manager.all_steps())
     if not steps:
         raise checkpoint.CheckpointError(f"{workdir} has no checkpoints yet")
+    chosen = best or step is not None
     if best:
         step = checkpoint.best_epoch(manager)
     elif step is None:
@@ -59,10 +73,31 @@ def evaluate_workdir(workdir: str, step: int | None = None, best: bool = False,
         raise checkpoint.CheckpointError(f"no checkpoint for epoch {step} in {workdir}; kept: {steps}")
 
     recipe = Recipe(**ident["recipe"])
-    config = loop.RunConfig(recipe=recipe, seeds=tuple(ident["seeds"]))
+    config = loop.RunConfig(recipe=recipe, seeds=tuple(ident["seeds"]), kernels=kernels)
     steps_per_epoch = math.ceil(ident["train_examples"] / recipe.batch_size)
     state, keys = loop.init_models(config, steps_per_epoch)
-    tree, meta = checkpoint.restore(manager, step, checkpoint.state_tree(state, keys))
+    template = checkpoint.state_tree(state, keys)
+    unreadable: list[tuple[int, str]] = []
+    candidates = [step] if chosen else steps
+    got = checkpoint.restore_newest_readable(
+        manager, template, candidates, on_unreadable=lambda e, why: unreadable.append((e, why)))
+    if got is None:
+        epoch, reason = unreadable[0]
+        others = [s for s in steps if s != epoch]
+        retrain = ("rerun the training command, which sets damaged checkpoints aside and "
+                   "resumes from the newest good one")
+        if not chosen:
+            raise checkpoint.CheckpointError(
+                f"no checkpoint in {workdir} is readable (epoch {epoch}: {reason}); rerun "
+                f"the training command, which sets them aside and trains afresh")
+        fix = f"evaluate another with --step N (kept: {others}) or {retrain}" if others else retrain
+        raise checkpoint.CheckpointError(
+            f"checkpoint for epoch {epoch} in {workdir} is unreadable ({reason}); {fix}")
+    step, tree, meta = got
+    if unreadable:
+        which = ", ".join(str(e) for e, _ in unreadable)
+        log(f"warning: checkpoint for epoch {which} in {workdir} is unreadable "
+            f"({unreadable[0][1]}); evaluating epoch {step}, the newest readable one")
     state = state.replace(params=tree["params"], batch_stats=tree["batch_stats"])
 
     data = cli.load_data(dataset or ident["dataset"], data_dir, val_examples=0)
@@ -82,11 +117,14 @@ def evaluate_workdir(workdir: str, step: int | None = None, best: bool = False,
             "confusion_matrix": cm.tolist(),
         })
     report = {
+        "kernels": config.lowering,
         "workdir": workdir,
         "arch": ident["arch"],
         "epoch": step,
         "test_examples": len(labels),
-        "selected_by": "validation" if best else ("step" if step != steps[-1] else "latest"),
+        "selected_by": ("validation" if best else "step" if chosen
+                        else "latest readable" if unreadable else "latest"),
+        "unreadable_epochs": [e for e, _ in unreadable],
         "reported_in_training": meta.get("test_accuracy"),
         "models": models,
     }
@@ -113,7 +151,8 @@ def format_report(report: dict, model: int = 0) -> str:
 @cli.main_wrapper
 def main(argv=None):
     args = parse_args(argv)
-    report, _ = evaluate_workdir(args.workdir, args.step, args.best, args.data_dir, args.dataset)
+    report, _ = evaluate_workdir(args.workdir, args.step, args.best, args.data_dir, args.dataset,
+                                 kernels=args.kernels)
     if not 0 <= args.model < len(report["models"]):
         raise ValueError(f"--model must be in [0, {len(report['models'])})")
     if args.json:

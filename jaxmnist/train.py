@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="recipe variant: seed (the seed document's recipe) or tuned (improved "
                              "within the seed's constraints, chosen on validation; see recipes.py). "
                              "Default: tuned where the arch has one, else seed")
-    parser.add_argument("--workdir", default=None, help="default: runs/ARCH-seedS")
+    parser.add_argument("--workdir", default=None, help="default: runs/ARCH-tuned-seedS (runs/ARCH-seedS with --variant seed or for fc16k)")
     cli.add_data_args(parser)
     parser.add_argument("--train-examples", type=int, default=None,
                         help="train on the first N training examples only (quick runs)")
@@ -53,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs at the end")
     kernels.add_arguments(parser)
+    cli.add_common_args(parser)
     _recipe_flags(parser)
     return parser.parse_args(argv)
 

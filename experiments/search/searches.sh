@@ -29,8 +29,8 @@ $S gap7k d0.1 --dropout 0.1
 export SEARCH_SEEDS="0 1"
 $S fc19k seed
 $S fc19k lr0.05-ss9 --lr 0.05
-# Session 3: four seeds per config (validation differences so far were within seed noise),
-# the earlier configs extended to seed 3 where compared.
+# From here four seeds per config (validation differences with two were within seed noise),
+# the configs above extended to seed 3 where compared.
 export SEARCH_SEEDS="0 1 2 3"
 # gap7k: batch size (unstated by seed 001), OneCycleLR, weight decay
 $S gap7k seed

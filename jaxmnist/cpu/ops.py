@@ -539,7 +539,7 @@ def bn_relu_max_pool_on_blocks(yb, scale, offset):
     344 instead of 374 MB; paired in-process A/B against the sums over the full-size dz:
     x1.09, x1.12, x1.03, x1.03 (16 rounds each, 2-core Intel Xeon, the last two in a
     slower state of the VM); against conv -> BatchNorm -> ReLU -> max_pool on plain
-    pixels: see benchmarks/PERFORMANCE.md.
+    pixels: see docs/cpu-lowering.md ("Conv -> BatchNorm -> ReLU [-> dropout] -> pool as one op").
     """
     return _pool_on_blocks(yb, scale, offset)[0]
 
