@@ -4,6 +4,13 @@ recipe, same machine, same data, same architecture and hyperparameters.
     python benchmarks/time_to_accuracy.py --arch gap8k [--epochs N] [--max-epochs N]
         [--train-examples N] [--data-dir DIR] [--seed S] [--json out.json]
     # smoke: --max-epochs 1 --train-examples 2000
+    python benchmarks/time_to_accuracy.py --arch gap8k --variant speed --speedrun 10 [--target 99.4]
+
+Speedrun mode (--speedrun N) trains seeds 0..N-1 of the recipe one after another (each in
+its own process, data loading excluded) and reports per run the training seconds (the
+epochs' training time, with the first epoch's compilation estimated and reported apart)
+and the final-epoch test accuracy, then mean / std / min over the seeds and a one-sided
+t-test of mean >= --target; PyTorch's seed 0 of the same recipe is the peer row.
 
 Each implementation trains in its own fresh Python process, one after the other (never
 concurrently), and its clock starts when the parent launches that process: interpreter
@@ -20,7 +27,7 @@ reported time to a threshold is the first epoch whose test accuracy reaches it
   writes none either).
 * PyTorch: benchmarks/torch_reference.py's network, torch.optim.SGD with the recipe's
   lr / momentum / nesterov / weight decay, StepLR(step_size, gamma) stepped per epoch
-  when step_size > 0, the recipe's batch size, a fresh shuffle every epoch with the last
+  when step_size > 0 (or OneCycleLR stepped per batch for `schedule="onecycle"`), the recipe's batch size, a fresh shuffle every epoch with the last
   partial batch kept, torchvision RandomRotation's geometry per image (a uniform angle in
   [-r, r] per image, nearest, fill 0; implemented with affine_grid + grid_sample since
   torchvision is not available, batched on the main thread rather than in DataLoader
@@ -37,6 +44,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,12 +118,17 @@ def jax_worker(args, recipe_dict: dict) -> dict:
 
     recipe = recipes.Recipe(**recipe_dict)
     stamps: dict[int, float] = {}
+    first_step: list[float] = []
     pattern = re.compile(r"^Epoch (\d+): Test set")
+    first_pattern = re.compile(r"^first step done ([0-9.]+)s after the run started")
 
     def log(line: str):
         m = pattern.match(line)
         if m:
             stamps[int(m.group(1))] = _elapsed(args.spawn_time, data_s)
+        m = first_pattern.match(line)
+        if m:
+            first_step.append(float(m.group(1)))
         print(f"[jaxmnist] {line}", flush=True)
 
     config = loop.RunConfig(recipe=recipe, seeds=(args.seed,), progress=False, plots=False)
@@ -132,8 +145,10 @@ def jax_worker(args, recipe_dict: dict) -> dict:
             running = (running or 0.0) + rec["seconds"]
         epochs.append({"epoch": e, "test_accuracy": rec["test_accuracy"],
                        "test_loss": rec["test_loss"], "train_loss": rec["train_loss"],
-                       "epoch_seconds": rec["seconds"], "elapsed_s": running})
-    return {"impl": "jaxmnist", "data_load_s": data_s, "epochs": epochs,
+                       "epoch_seconds": rec["seconds"], "train_seconds": rec.get("train_seconds"),
+                       "elapsed_s": running})
+    return {"impl": "jaxmnist", "data_load_s": data_s, "epochs": epochs, "seed": args.seed,
+            "first_step_s": first_step[0] if first_step else None,
             "info": {"device": common.jax_devices(), "jax": jax.__version__,
                      "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
                      "compile_cache": os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "true")}}
@@ -155,13 +170,18 @@ def torch_worker(args, recipe_dict: dict) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     model = tr.TORCH_ARCHS[r["arch"]]()
     opt = tr.make_optimizer(model, r["lr"], r["momentum"], r["nesterov"], r["weight_decay"])
-    sched = (torch.optim.lr_scheduler.StepLR(opt, r["step_size"], r["gamma"])
-             if r["step_size"] > 0 else None)
     train_x = common.to_nchw(ds.train.images)
     train_y = torch.from_numpy(ds.train.labels.astype("int64"))
     test_x = common.torch_augment(common.to_nchw(ds.test.images), None, 0.0)
     test_y = torch.from_numpy(ds.test.labels.astype("int64"))
     n, b, rot = len(train_y), r["batch_size"], r["rotation"]
+    per_batch = None  # OneCycleLR, stepped after every batch as jaxmnist's schedule is
+    if r.get("schedule", "step") == "onecycle":
+        per_batch = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=r["lr"], epochs=r["epochs"], steps_per_epoch=-(-n // b),
+            pct_start=r["pct_start"])
+    sched = (torch.optim.lr_scheduler.StepLR(opt, r["step_size"], r["gamma"])
+             if r["step_size"] > 0 and per_batch is None else None)
 
     epochs = []
     t_epoch = time.time()
@@ -174,7 +194,10 @@ def torch_worker(args, recipe_dict: dict) -> dict:
             angles = torch.empty(len(idx)).uniform_(-rot, rot, generator=gen)
             x = common.torch_augment(train_x[idx], angles, rot)
             loss = tr.train_step(model, opt, x, train_y[idx])
+            if per_batch is not None:
+                per_batch.step()
             loss_sum += float(loss) * len(idx)
+        t_trained = time.time()
         if sched is not None:
             sched.step()
         model.eval()
@@ -189,7 +212,7 @@ def torch_worker(args, recipe_dict: dict) -> dict:
         acc = 100.0 * correct / len(test_y)
         epochs.append({"epoch": epoch + 1, "test_accuracy": acc,
                        "test_loss": test_loss / len(test_y), "train_loss": loss_sum / n,
-                       "epoch_seconds": now - t_epoch,
+                       "epoch_seconds": now - t_epoch, "train_seconds": t_trained - t_epoch,
                        "elapsed_s": now - args.spawn_time - data_s})
         t_epoch = now
         print(f"[torch] Epoch {epoch + 1}: Test set: Average loss: {test_loss / len(test_y):.4f}, "
@@ -268,12 +291,134 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+# --- speedrun: N seeds of one recipe ------------------------------------------------------
+
+
+def run_timing(result: dict) -> dict:
+    """One run's clock, data loading excluded: train_s sums each epoch's training (evaluation
+    not included); compile_s is the first epoch's training time beyond the median of the
+    later epochs' (the step's compilation, and the partial last batch's, happen in epoch 1),
+    so train_s_excl_compile = train_s - compile_s; eval_s the per-epoch test evaluations."""
+    epochs = result.get("epochs", [])
+    train = [e.get("train_seconds") if e.get("train_seconds") is not None else e["epoch_seconds"]
+             for e in epochs]
+    out = {"train_s": sum(train) if train else None,
+           "eval_s": sum(e["epoch_seconds"] for e in epochs) - sum(train) if train else None}
+    if len(train) >= 2:
+        later = statistics.median(train[1:])
+        out["compile_s"] = max(train[0] - later, 0.0)
+        out["train_s_excl_compile"] = out["train_s"] - out["compile_s"]
+    else:
+        out["compile_s"] = out["train_s_excl_compile"] = None
+    return out
+
+
+def speedrun_summary(finals: list[float], target: float) -> dict:
+    """mean / std / min / max of the final-epoch accuracies, and a one-sided one-sample
+    t-test of H1: mean >= target (H0: mean < target; p small = the mean clears it)."""
+    import numpy as np
+    from scipy import stats
+
+    a = np.asarray(finals, dtype=float)
+    out = {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+           "min": float(a.min()), "max": float(a.max()),
+           "at_or_above_target": int((a >= target - 1e-9).sum()), "target": target}
+    if a.size > 1 and out["std"] > 0:
+        t = stats.ttest_1samp(a, target, alternative="greater")
+        out["t"], out["p_mean_above_target"] = float(t.statistic), float(t.pvalue)
+    else:
+        out["t"] = out["p_mean_above_target"] = None
+    return out
+
+
+def speedrun_table(report: dict) -> str:
+    headers = ["impl", "seed", "final acc %", "train s", "compile s", "train s excl. compile",
+               "eval s", "first step s", "process s"]
+    rows = []
+    for r in report["runs"]:
+        if r.get("error"):
+            rows.append([r["impl"], r.get("seed", "-"), f"failed: {r['error']}", *(["-"] * 6)])
+            continue
+        rows.append([r["impl"], r.get("seed", "-"), common.fmt_num(r["final_accuracy"], 2),
+                     common.fmt_num(r["train_s"], 1), common.fmt_num(r["compile_s"], 1),
+                     common.fmt_num(r["train_s_excl_compile"], 1), common.fmt_num(r["eval_s"], 1),
+                     common.fmt_num(r.get("first_step_s"), 1), common.fmt_num(r.get("process_s"), 1)])
+    sm, c, m = report["summary"], report["config"], report["machine"]
+    p = sm.get("p_mean_above_target")
+    lines = [
+        common.markdown_table(headers, rows, [False, True] + [True] * (len(headers) - 2)), "",
+        f"jaxmnist over {sm['n']} seeds: final-epoch test accuracy {sm['mean']:.2f} +- {sm['std']:.2f}% "
+        f"(min {sm['min']:.2f}, max {sm['max']:.2f}; {sm['at_or_above_target']}/{sm['n']} at >= "
+        f"{sm['target']:.2f}); one-sided t-test of mean >= {sm['target']:.2f}: "
+        + (f"t = {sm['t']:.2f}, p = {p:.3g}" if p is not None else "n/a")
+        + f". Training seconds per run: mean {sm['train_s_mean']:.1f} (excl. compile "
+        f"{common.fmt_num(sm.get('train_s_excl_compile_mean'), 1)}).",
+        f"{c['arch']}, recipe {c['recipe']}, {c['train_examples']} training examples. Machine: "
+        f"{common.cpu_label(m)}, {m['cores']} cores; python {m['versions']['python']}, jax "
+        f"{m['versions']['jax']}, torch {m['versions']['torch']}; git {m['git']}; {m['date']}; "
+        f"load average {m['load_average']}.",
+        "* Each run is its own process, one after another; data loading is excluded. 'train s' "
+        "sums the epochs' training time (first-epoch compilation included, evaluation not); "
+        "'compile s' is the first epoch's training time beyond the later epochs' median.",
+        "* Accuracies are the final epoch's, never the best epoch's.",
+        "* The PyTorch row is the same recipe (SGD, StepLR or OneCycleLR per batch) as a peer "
+        "reference, seed 0 only.",
+    ]
+    warning = common.busy_warning(m["load_average"], m["cores"])
+    if warning:
+        lines.append(f"* WARNING: {warning}.")
+    return "\n".join(lines)
+
+
+def speedrun_main(args, machine: dict, recipe_dict: dict) -> dict:
+    runs = []
+    for seed in range(args.speedrun):
+        if "jaxmnist" not in args.impls:
+            break
+        args.seed = seed
+        raw = launch("jaxmnist", args, recipe_dict)
+        row = summarize_run(raw, [args.target])
+        row.update(seed=seed, first_step_s=raw.get("first_step_s"), **run_timing(raw))
+        runs.append(row)
+    if "torch" in args.impls:
+        args.seed = 0
+        raw = launch("torch", args, recipe_dict)
+        row = summarize_run(raw, [args.target])
+        row.update(seed=0, **run_timing(raw))
+        runs.append(row)
+    ok = [r for r in runs if r["impl"] == "jaxmnist" and not r.get("error")]
+    summary = speedrun_summary([r["final_accuracy"] for r in ok], args.target) if ok else {
+        "n": 0, "mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"),
+        "at_or_above_target": 0, "target": args.target, "t": None, "p_mean_above_target": None}
+    summary["train_s_mean"] = (sum(r["train_s"] for r in ok) / len(ok)) if ok else float("nan")
+    excl = [r["train_s_excl_compile"] for r in ok if r.get("train_s_excl_compile") is not None]
+    summary["train_s_excl_compile_mean"] = sum(excl) / len(excl) if excl else None
+    machine["load_average_after"] = common.load_average()
+    report = {
+        "machine": machine,
+        "config": {"mode": "speedrun", "arch": args.arch, "variant": args.variant, "recipe": recipe_dict,
+                   "seeds": list(range(args.speedrun)), "train_examples": args.train_examples or 60000,
+                   "test_examples": 10000, "target": args.target, "data_dir": args.data_dir,
+                   "compile_cache": not args.no_compile_cache},
+        "summary": summary,
+        "runs": runs,
+    }
+    return common.publish(report, speedrun_table(report), args.json)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="gap8k")
-    p.add_argument("--variant", choices=("seed", "tuned"), default=None,
-                   help="recipe variant (default: the trainer's default for the arch)")
+    p.add_argument("--variant", default=None,
+                   help="recipe variant: seed, tuned, speed where the arch has one "
+                        "(default: the trainer's default for the arch)")
+    p.add_argument("--speedrun", type=int, metavar="N", default=None,
+                   help="speedrun mode: N seeds (0..N-1) of the recipe, each in its own process, "
+                        "final-epoch accuracy per seed, mean/std/min, a one-sided t-test of "
+                        "mean >= --target, training seconds per run (compile apart); plus "
+                        "PyTorch's seed 0 as the peer row")
+    p.add_argument("--target", type=float, default=99.4, help="speedrun's accuracy target (%%)")
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="cap on epochs (StepLR depends only on the epoch, so a capped run "
@@ -296,7 +441,7 @@ def parse_args(argv=None):
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--spawn-time", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ("epochs", "max_epochs", "train_examples"):
+    for name in ("epochs", "max_epochs", "train_examples", "speedrun"):
         v = getattr(args, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -327,6 +472,8 @@ def main(argv=None) -> dict | None:
         epochs = min(epochs, args.max_epochs)
     recipe = recipe.replace(epochs=epochs)
     recipe_dict = recipe.to_dict()
+    if args.speedrun:
+        return speedrun_main(args, machine, recipe_dict)
 
     raw = [launch(impl, args, recipe_dict) for impl in args.impls]
     results = [summarize_run(r, args.thresholds) for r in raw]

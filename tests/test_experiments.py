@@ -57,8 +57,10 @@ def test_unknown_variant_is_a_clean_error(capsys, mnist_dir):
 
 
 def test_sequential_mode_gives_the_same_runs(tmp_path, mnist_dir):
+    """Under the CPU lowering, whose K-model step is K copies of the one-model step (the
+    plain lowering's vmap rounds differently; tests/test_lowerings.py compares it)."""
     common = ["--arch", "gap8k", "--data-dir", mnist_dir, "--epochs", "1", "--train-examples", "1024",
-              "--seeds", "2"]
+              "--seeds", "2", "--kernels", "cpu"]
     assert reproduce.main(common + ["--out-dir", str(tmp_path / "v"), "--workdir", str(tmp_path / "wv")]) == 0
     assert reproduce.main(common + ["--mode", "sequential", "--out-dir", str(tmp_path / "s"),
                                     "--workdir", str(tmp_path / "ws")]) == 0
@@ -83,3 +85,55 @@ def test_check_runs_are_listed_apart_from_the_table(tmp_path):
     assert "## Checks after changes to the train step" in text
     assert "| checks-session12 | fc19k | tuned | 3 | 99.45 +- 0.04 | 99.40 | 99.50 | 3/3 | Some CPU |" in text
     assert "## Checks" not in make_results.render([], [])
+
+
+def test_fashion_mnist_results_get_their_own_table(tmp_path):
+    """results/fashion_mnist/*.json render as a second table; the MNIST table ignores them."""
+    result = {"arch": "gap8k", "variant": "tuned", "params": 7776, "epochs": 15, "seeds": [0, 1, 2],
+              "dataset": "fashion_mnist", "wall_s": 300.4,
+              "final_test_accuracy": {"mean": 91.5, "std": 0.1, "min": 91.4, "max": 91.6,
+                                      "per_seed": [91.4, 91.5, 91.6]},
+              "best_epoch_test_selected": {"max": 91.8},
+              "command": "python experiments/reproduce.py --arch gap8k --dataset fashion_mnist",
+              "machine": {"cpu": "Some CPU", "cores": 2}}
+    (tmp_path / "fashion_mnist").mkdir()
+    (tmp_path / "fashion_mnist" / "gap8k-tuned.json").write_text(json.dumps(result))
+    out = tmp_path / "RESULTS.md"
+    assert make_results.main(["--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## Fashion-MNIST" in text
+    assert ("| gap8k | tuned | 7,776 | 15 | 3 | 91.50 +- 0.10 | 91.40 | 91.60 | 91.80 | 300 | "
+            "Some CPU, 2 cores |") in text
+    assert "92.5%" in text  # the benchmark's published small-CNN anchor
+    assert "91.40, 91.50, 91.60" in text
+    assert "(no results yet)" in text  # the MNIST table read results/*.json only
+    assert make_results.main(["--results-dir", str(tmp_path), "--out", str(out), "--check"]) == 0
+    assert "## Fashion-MNIST" not in make_results.render([], [], [])
+
+
+def test_speed_variant_is_the_searched_recipe():
+    """gap8k's `speed` recipe: its seed network and optimiser, 4 epochs of OneCycleLR peaking at
+    0.2 (experiments/search/speed/), selectable as a variant; not the default."""
+    from jaxmnist import recipes
+
+    speed = recipes.variant("gap8k", "speed")
+    assert speed == recipes.RECIPES["gap8k"].replace(epochs=4, schedule="onecycle", lr=0.2,
+                                                     step_size=0, gamma=1.0, variant="speed")
+    assert speed.nesterov and speed.weight_decay == 1e-4 and speed.batch_size == 128
+    assert "speed" in recipes.VARIANTS and recipes.default_variant("gap8k") == "tuned"
+    with pytest.raises(ValueError, match="available: seed, tuned"):
+        recipes.variant("gap9k", "speed")
+
+
+def test_speed_search_md_is_generated_from_the_committed_logs():
+    """The speed-search table recipes.py's `speed` variants cite is what the logs say."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(  # not `summarize`: the parent search's module has that name
+        "speed_summarize", os.path.join(ROOT, "experiments", "search", "speed", "summarize.py"))
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    with open(os.path.join(ROOT, "experiments", "search", "speed", "SEARCH.md")) as f:
+        committed = f.read()
+    table = speed.table(speed.load())
+    assert "| gap8k | e4-oc-lr0.2 | 4 | 2 | 99.21 +- 0.04 |" in table and table in committed
