@@ -51,6 +51,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="show third-party libraries' warnings (filtered to errors by default)")
 
 
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """--workdir and which of its checkpoints: what evaluate, predict, export and serve read."""
+    parser.add_argument("--workdir", required=True, help="a training run's workdir")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int, default=None, help="epoch of the checkpoint (default: latest)")
+    which.add_argument("--best", action="store_true", help="checkpoint with the best validation accuracy")
+    parser.add_argument("--model", type=int, default=0, help="which model of a multi-seed run")
+
+
 def add_data_args(parser: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:
     parser.add_argument("--dataset", default=dataset_default, help="mnist or fashion_mnist")
     parser.add_argument(

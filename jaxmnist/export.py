@@ -29,12 +29,8 @@ FORMAT = "jaxmnist.jaxexport/1"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jaxmnist.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a training run's workdir")
+    cli.add_checkpoint_args(parser)
     parser.add_argument("--out", required=True, help="artifact path, e.g. model.jaxexport")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--step", type=int, default=None, help="epoch of the checkpoint (default: latest)")
-    which.add_argument("--best", action="store_true", help="checkpoint with the best validation accuracy")
-    parser.add_argument("--model", type=int, default=0, help="which model of a multi-seed run")
     return parser.parse_args(argv)
 
 

@@ -30,11 +30,7 @@ _IDX_IMAGES_MAGIC = 0x00000803
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jaxmnist.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a training run's workdir")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--step", type=int, default=None, help="epoch of the checkpoint (default: latest)")
-    which.add_argument("--best", action="store_true", help="checkpoint with the best validation accuracy")
-    parser.add_argument("--model", type=int, default=0, help="which model of a multi-seed run")
+    cli.add_checkpoint_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.add_argument("--save-preprocessed", metavar="DIR", default=None,
                         help="write each 28x28 input the net saw as a PNG into DIR")

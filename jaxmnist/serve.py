@@ -46,11 +46,7 @@ class BadRequest(Exception):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jaxmnist.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a training run's workdir")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--step", type=int, default=None, help="epoch of the checkpoint (default: latest)")
-    which.add_argument("--best", action="store_true", help="checkpoint with the best validation accuracy")
-    parser.add_argument("--model", type=int, default=0, help="which model of a multi-seed run")
+    cli.add_checkpoint_args(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
