@@ -1,8 +1,11 @@
-"""Regenerate experiments/RESULTS.md (and the accuracy-band plot) from results/*.json.
+"""Regenerate experiments/RESULTS.md, the README's results table and the accuracy-band
+plot from results/*.json.
 
     python experiments/make_results.py [--check]
 
---check exits non-zero when RESULTS.md is not what the JSON files produce (a test runs it).
+The README's table sits between `<!-- results:start -->` and `<!-- results:end -->`; it is
+the same table as RESULTS.md's first one. --check exits non-zero when either file is not
+what the JSON files produce (a test runs it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(os.path.dirname(HERE), "README.md")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 # What each seed document claims: (seed file, params, epoch budget, best test accuracy).
 CLAIMS = {
@@ -119,6 +124,33 @@ def render_fashion(results: list[dict]) -> list[str]:
     return lines
 
 
+def main_table(results: list[dict]) -> list[str]:
+    """The results table: RESULTS.md's first, and the README's (between its markers)."""
+    lines = [
+        "| seed | arch | variant | seed's claim: params / epochs / best test % | ours: params | epochs | K | final-epoch test % mean +- std | min | max | runs >= 99.40 at the end | best epoch (test-selected) % | wall (s) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        seed_file, params, budget, claim = CLAIMS[r["arch"]]
+        lines.append(
+            f"| {seed_file} | {r['arch']} | {r['variant']} | {params:,} / {budget} / {claim} | "
+            f"{r['params']:,} | {r['epochs']} | {len(r['seeds'])} | {_final_cells(r)} | "
+            f"{r['best_epoch_test_selected']['max']:.2f} | {r['wall_s']:.0f} |"
+        )
+    if not results:
+        lines.append("| | (no results yet) | | | | | | | | | | | |")
+    return lines
+
+
+def with_table(readme: str, table: list[str]) -> str:
+    """readme with the text between its results markers replaced by `table`."""
+    if readme.count(START) != 1 or readme.count(END) != 1:
+        raise ValueError(f"README must hold {START} and {END} once each")
+    head, rest = readme.split(START)
+    _, tail = rest.split(END)
+    return head + START + "\n" + "\n".join(table) + "\n" + END + tail
+
+
 def render(results: list[dict], checks: list[tuple[str, dict]] = (),
            fashion: list[dict] = ()) -> str:
     lines = [
@@ -135,7 +167,7 @@ def render(results: list[dict], checks: list[tuple[str, dict]] = (),
         "",
         "`--mode vmap` trains the K seeds in one jitted step, `jax.vmap` over a model axis whose",
         "batching rule runs each model's slice as its own copy of the one-model step inside the one",
-        "XLA program (`jaxmnist.step.models_side_by_side`). On this 2-core CPU K=2 is never",
+        "XLA program (`jaxmnist.cpu.models_side_by_side`). On this 2-core CPU K=2 is never",
         "slower than one model at a time and K=3-5 are within -13% to +13% of it, depending on",
         "the VM's phase (`python benchmarks/models_per_step.py --arch gap8k --models 1 2 3 5`,",
         "total training images/s, batch 128, three runs: K=1 10.3k / 7.7k / 7.7k, K=2 10.3k /",
@@ -146,18 +178,8 @@ def render(results: list[dict], checks: list[tuple[str, dict]] = (),
         "both modes train identical models. Recipe searches (validation split) are tabled in",
         "`experiments/search/SEARCH.md`.",
         "",
-        "| seed | arch | variant | seed's claim: params / epochs / best test % | ours: params | epochs | K | final-epoch test % mean +- std | min | max | runs >= 99.40 at the end | best epoch (test-selected) % | wall (s) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        seed_file, params, budget, claim = CLAIMS[r["arch"]]
-        lines.append(
-            f"| {seed_file} | {r['arch']} | {r['variant']} | {params:,} / {budget} / {claim} | "
-            f"{r['params']:,} | {r['epochs']} | {len(r['seeds'])} | {_final_cells(r)} | "
-            f"{r['best_epoch_test_selected']['max']:.2f} | {r['wall_s']:.0f} |"
-        )
-    if not results:
-        lines.append("| | (no results yet) | | | | | | | | | | | |")
+    lines += main_table(results)
     lines += ["", "Per-seed final-epoch accuracies and the first epoch each seed reached 99.40%:", ""]
     for r in results:
         firsts = ", ".join(f"{s}: {e if e is not None else 'never'}" for s, e in r["first_epoch_at_99_4"].items())
@@ -202,19 +224,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    parser.add_argument("--readme", default=README, help="README whose results table to write")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     results = load_results(args.results_dir)
     fashion = load_results(os.path.join(args.results_dir, "fashion_mnist"))
     text = render(results, load_checks(args.results_dir), fashion)
+    with open(args.readme) as f:
+        readme = f.read()
+    readme_text = with_table(readme, main_table(results))
     if args.check:
         current = open(args.out).read() if os.path.exists(args.out) else ""
-        if current != text:
-            print(f"{args.out} is stale: run python experiments/make_results.py", file=sys.stderr)
+        stale = [path for path, now, want in ((args.out, current, text), (args.readme, readme, readme_text))
+                 if now != want]
+        if stale:
+            print(f"{' and '.join(stale)} stale: run python experiments/make_results.py", file=sys.stderr)
             return 1
         return 0
     with open(args.out, "w") as f:
         f.write(text)
+    with open(args.readme, "w") as f:
+        f.write(readme_text)
     if results:
         plot(results, os.path.join(args.results_dir, "accuracy_bands.png"))
     print(f"wrote {args.out} ({len(results)} result files)")

@@ -126,7 +126,7 @@ def result_path(out_dir: str, arch: str, variant: str) -> str:
 
 
 def main(argv=None) -> int:
-    from jaxmnist import cli, kernels, loop, models, recipes
+    from jaxmnist import cli, kernels, loop, models, parallel, recipes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(models.ARCHS)}")
@@ -143,8 +143,12 @@ def main(argv=None) -> int:
                         help="vmap: K models in one jitted step; sequential: the same loop once per seed "
                              "(K=1 each), for machines where the vmapped step is slower per model")
     kernels.add_arguments(parser)
+    parallel.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        parallel.parse_devices(args.devices)
+        parallel.initialize(args)  # before anything touches a device
+        say = print if parallel.is_primary() else (lambda *a, **k: None)
         recipe = recipes.variant(args.arch, args.variant)
         if args.epochs is not None:
             recipe = recipe.replace(epochs=args.epochs)
@@ -153,18 +157,18 @@ def main(argv=None) -> int:
         seeds = list(range(args.seeds))
         data = cli.load_data(args.dataset, args.data_dir, args.val_examples, args.train_examples)
         workdir = args.workdir or os.path.join(HERE, "runs", f"{args.arch}-{args.variant}-k{args.seeds}")
-        print(f"recipe: {json.dumps(recipe.to_dict())}\nseeds: {seeds}  workdir: {workdir}  "
-              f"mode: {args.mode}", flush=True)
+        say(f"recipe: {json.dumps(recipe.to_dict())}\nseeds: {seeds}  workdir: {workdir}  "
+            f"mode: {args.mode}", flush=True)
         t0 = time.perf_counter()
         groups = [tuple(seeds)] if args.mode == "vmap" else [(s,) for s in seeds]
         histories = []
         for group in groups:
             config = loop.RunConfig(
                 recipe=recipe, seeds=group, dataset=args.dataset, progress=False, plots=False,
-                kernels=args.kernels, steps_per_call=args.steps_per_call,
+                kernels=args.kernels, steps_per_call=args.steps_per_call, devices=args.devices,
                 workdir=workdir if args.mode == "vmap" else os.path.join(workdir, f"seed{group[0]}"),
             )
-            histories.append(loop.run(config, data, log=lambda s: print(s, flush=True)))
+            histories.append(loop.run(config, data, log=lambda s: say(s, flush=True)))
         history = histories[0] if len(histories) == 1 else merge_histories(histories)
     except cli.user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -187,10 +191,13 @@ def main(argv=None) -> int:
         "images_per_s_all_models": float(sorted(r["images_per_s"] for r in history)[len(history) // 2]),
         "mode": args.mode,
         "kernels": history[-1].get("kernels"),
+        "mesh": history[-1].get("mesh"),
         "command": "python experiments/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "machine": machine_info(),
     }
+    if not parallel.is_primary():
+        return 0
     os.makedirs(args.out_dir, exist_ok=True)
     path = result_path(args.out_dir, args.arch, args.variant)
     loop.write_json_atomic(path, result)

@@ -14,6 +14,10 @@ starts its backend (set JAXMNIST_TUNE=0 to skip, e.g. for A/B benchmarks):
 
 Entry points (train, evaluate, reproduce, the benchmarks) also call `use_huge_pages()`
 first thing, which glibc only allows at process start (see there).
+
+On a GPU or TPU host all of this is harmless: the XLA flag is read by the CPU backend
+only, malloc tuning and huge pages touch host memory (the train step's arrays live on
+the accelerator), and the compilation cache serves every backend.
 """
 
 from __future__ import annotations

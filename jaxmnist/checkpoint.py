@@ -83,12 +83,16 @@ def save(manager: ocp.CheckpointManager, epoch: int, tree: dict, meta: dict) -> 
     manager.wait_until_finished()
 
 
-def _abstract(tree):
-    device = jax.devices()[0]
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree
-    )
+def _abstract(tree, shardings: dict | None = None):
+    """Restore targets: this process's first device, or per item of the state tree the
+    sharding a mesh run places it with (`shardings`, e.g. {"params": NamedSharding})."""
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return {
+        name: jax.tree_util.tree_map(
+            lambda x, s=(shardings or {}).get(name, one): jax.ShapeDtypeStruct(
+                np.shape(x), x.dtype, sharding=s), item)
+        for name, item in tree.items()
+    }
 
 
 def read_meta(manager: ocp.CheckpointManager, epoch: int) -> dict:
@@ -96,11 +100,13 @@ def read_meta(manager: ocp.CheckpointManager, epoch: int) -> dict:
     return dict(restored["meta"])
 
 
-def restore(manager: ocp.CheckpointManager, epoch: int, template: dict) -> tuple[dict, dict]:
+def restore(manager: ocp.CheckpointManager, epoch: int, template: dict,
+            shardings: dict | None = None) -> tuple[dict, dict]:
     restored = manager.restore(
         epoch,
         args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(template)), meta=ocp.args.JsonRestore()
+            state=ocp.args.StandardRestore(_abstract(template, shardings)),
+            meta=ocp.args.JsonRestore()
         ),
     )
     return restored["state"], dict(restored["meta"])
@@ -162,13 +168,14 @@ def restore_newest_readable(
     template: dict,
     epochs=None,
     on_unreadable: Callable[[int, str], Any] | None = None,
+    shardings: dict | None = None,
 ):
     """(epoch, tree, meta) of the newest of `epochs` (default: all kept) that restores,
     or None. For each one that does not, on_unreadable(epoch, reason) runs first."""
     for epoch in sorted(manager.all_steps() if epochs is None else epochs, reverse=True):
         try:
             with _Quiet():
-                tree, meta = restore(manager, epoch, template)
+                tree, meta = restore(manager, epoch, template, shardings)
             return epoch, tree, meta
         except Exception as exc:  # orbax raises many types for damaged files
             if on_unreadable is not None:
@@ -177,7 +184,8 @@ def restore_newest_readable(
 
 
 def restore_latest_good(
-    manager: ocp.CheckpointManager, workdir: str, template: dict, log: Callable[[str], Any] = print
+    manager: ocp.CheckpointManager, workdir: str, template: dict, log: Callable[[str], Any] = print,
+    shardings: dict | None = None,
 ):
     """Newest readable checkpoint as (epoch, tree, meta), or None if there is none.
 
@@ -194,7 +202,7 @@ def restore_latest_good(
         log(f"warning: checkpoint for epoch {epoch} is unreadable ({reason}); "
             f"moved it to {dest} and falling back to the previous one")
 
-    return restore_newest_readable(manager, template, on_unreadable=set_aside)
+    return restore_newest_readable(manager, template, on_unreadable=set_aside, shardings=shardings)
 
 
 def best_epoch(manager: ocp.CheckpointManager) -> int:

@@ -10,7 +10,9 @@ model as its own copy of the one-model step: `jaxmnist.cpu.models_side_by_side`;
 within float tolerance under the plain vmap).
 
 The lowering (`kernels`) is not part of a run's identity: both lowerings take the same
-trees, so a run may be resumed under the other one (the change is logged).
+trees, so a run may be resumed under the other one (the change is logged). Nor are the
+devices: on a mesh (`jaxmnist.parallel`) the step computes what one device computes, the
+state is replicated, and a checkpoint restores onto any device count.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmnist import checkpoint, kernels as kernels_lib, models, step as step_lib
+from jaxmnist import checkpoint, kernels as kernels_lib, models, parallel, step as step_lib
 from jaxmnist.recipes import Recipe, schedule
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class RunConfig:
     plots: bool = True
     kernels: str | None = None  # "auto" | "plain" | "cpu"; None: $JAXMNIST_KERNELS, else auto
     steps_per_call: int | None = None  # None: kernels.default_steps_per_call()
+    devices: int | str | None = None  # N, "all" or None (all): see jaxmnist.parallel
 
     @property
     def n_models(self) -> int:
@@ -103,8 +106,8 @@ def _describe_difference(old: dict, new: dict) -> str:
     return ", ".join(diffs)
 
 
-def prepare_workdir(workdir: str, ident: dict) -> bool:
-    """Creates or checks the workdir; True when it already holds this run."""
+def prepare_workdir(workdir: str, ident: dict, write: bool = True) -> bool:
+    """Creates (unless not `write`) or checks the workdir; True when it already holds this run."""
     run_file = os.path.join(workdir, "run.json")
     if os.path.exists(run_file):
         try:
@@ -123,9 +126,34 @@ def prepare_workdir(workdir: str, ident: dict) -> bool:
             f"workdir {workdir} is not empty and holds no jaxmnist run (no run.json); "
             "choose a new or empty directory"
         )
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(run_file, ident)
+    if write:
+        os.makedirs(workdir, exist_ok=True)
+        write_json_atomic(run_file, ident)
     return False
+
+
+def open_workdir(workdir: str, ident: dict) -> bool:
+    """prepare_workdir on process 0; True when the workdir already holds this run.
+
+    The other processes of a multi-host run neither check nor write it (a check racing
+    process 0's first write could see a half-made workdir); they look for checkpoints to
+    resume from, which exist only in a workdir process 0 accepted."""
+    if parallel.is_primary():
+        return prepare_workdir(workdir, ident)
+    return True
+
+
+def run_lowering(config: RunConfig, layout: parallel.Layout) -> str:
+    """The lowering a run uses: config.lowering, except that the CPU lowering is for one
+    device (its side-by-side K-model rule and fused custom-VJP stages are not written for
+    a partitioned program), so `auto` on a CPU mesh means plain."""
+    lowering = config.lowering
+    if lowering == "cpu" and layout.size > 1:
+        if (config.kernels or os.environ.get(kernels_lib.ENV) or "auto") == "cpu":
+            raise RunError(f"--kernels cpu runs on one device, this run has {layout.size}; "
+                           "use --kernels plain (or auto) or --devices 1")
+        lowering = "plain"
+    return lowering
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -149,10 +177,10 @@ def _stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def init_models(config: RunConfig, steps_per_epoch: int):
+def init_models(config: RunConfig, steps_per_epoch: int, lowering: str | None = None):
     """(state, run_keys): one TrainState, its arrays stacked on a leading axis when K > 1."""
     model = models.build(config.recipe.arch, config.recipe.init, config.recipe.dropout,
-                         kernels=config.lowering)
+                         kernels=lowering or config.lowering)
     states, keys = [], []
     for seed in config.seeds:
         init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -226,8 +254,11 @@ class Evaluation:
         return np.mean(self.losses, axis=-1)
 
 
-def on_device(split: Split) -> tuple:
-    return jnp.asarray(split.images), jnp.asarray(split.labels)
+def on_device(split: Split, layout: parallel.Layout | None = None) -> tuple:
+    """A split's arrays on the device, or replicated on every device of a mesh."""
+    if layout is None:
+        return jnp.asarray(split.images), jnp.asarray(split.labels)
+    return layout.put_replicated(split.images), layout.put_replicated(split.labels)
 
 
 def evaluate(eval_fn, state, split: Split | tuple) -> Evaluation:
@@ -289,17 +320,35 @@ def run(
         raise RunError("need at least one seed")
     ident = identity(config, data)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
-    state, run_keys = init_models(config, steps_per_epoch)
+    try:
+        layout = parallel.make_layout(config.devices, k, recipe.batch_size)
+    except parallel.LayoutError as exc:
+        raise RunError(str(exc)) from None
+    lowering, per_call = run_lowering(config, layout), config.steps_in_one_call
+    primary = parallel.is_primary()
+    if not primary:  # process 0 speaks and writes for a multi-host run
+        log = lambda *_: None  # noqa: E731
+    writes = bool(config.workdir) and primary
+    state, run_keys = init_models(config, steps_per_epoch, lowering)
+    state = layout.put_tree(state, layout.state_sharding)
+    shardings = None if layout.mesh is None else {
+        "params": layout.state_sharding, "batch_stats": layout.state_sharding,
+        "opt_state": layout.state_sharding, "step": layout.state_sharding,
+        "rng": layout.replicated}
     lr_fn = schedule(recipe, steps_per_epoch)
     start_epoch, history, manager = 0, [], None
 
     if config.workdir:
-        resuming = prepare_workdir(config.workdir, ident)
+        resuming = open_workdir(config.workdir, ident)
         manager = checkpoint.open_manager(os.path.join(config.workdir, "checkpoints"))
         got = None
         if resuming:
             template = checkpoint.state_tree(state, run_keys)
-            got = checkpoint.restore_latest_good(manager, config.workdir, template, log)
+            if primary:
+                got = checkpoint.restore_latest_good(manager, config.workdir, template, log,
+                                                     shardings=shardings)
+            else:
+                got = checkpoint.restore_newest_readable(manager, template, shardings=shardings)
         if got is not None:
             start_epoch, tree, _ = got
             state = state.replace(
@@ -308,22 +357,27 @@ def run(
                 opt_state=tree["opt_state"],
                 step=tree["step"],
             )
-            run_keys = tree["rng"]
+            run_keys = jnp.asarray(np.asarray(tree["rng"]))  # host-side, as at init
             history = [r for r in read_metrics(config.workdir) if r["epoch"] <= start_epoch]
             log(f"resumed {config.workdir} from the checkpoint of epoch {start_epoch}")
-        _rewrite_metrics(config.workdir, history)
+        if writes:
+            _rewrite_metrics(config.workdir, history)
 
-    train_images, train_labels = on_device(data.train)
-    val_dev = on_device(data.val) if len(data.val) else None
-    test_dev = on_device(data.test)
-    lowering, per_call = config.lowering, config.steps_in_one_call
-    log(f"kernels: {lowering} lowering on {jax.default_backend()}, {per_call} step(s) per call")
+    mesh = layout.describe()
+    train_images, train_labels = on_device(data.train, layout)
+    val_dev = on_device(data.val, layout) if len(data.val) else None
+    test_dev = on_device(data.test, layout)
+    if layout.mesh is not None:
+        log(layout.line())
+    log(f"kernels: {lowering} lowering on {jax.default_backend()}, {per_call} step(s) per call"
+        + (" (the CPU lowering runs on one device)" if lowering != config.lowering else ""))
     if history and history[-1].get("kernels", lowering) != lowering:
         log(f"kernels changed on resume: epochs 1-{start_epoch} ran the "
             f"{history[-1]['kernels']} lowering, the rest runs the {lowering} one")
-    train_fn = step_lib.make_train_fn(recipe, k, lowering)
-    scan_fn = step_lib.make_train_fn(recipe, k, lowering, per_call) if per_call > 1 else None
-    eval_fn = step_lib.make_eval_fn(recipe, k)
+    train_fn = step_lib.make_train_fn(recipe, k, lowering, layout=layout)
+    scan_fn = (step_lib.make_train_fn(recipe, k, lowering, per_call, layout=layout)
+               if per_call > 1 else None)
+    eval_fn = step_lib.make_eval_fn(recipe, k, layout=layout)
     tag = (lambda i: f"[seed {config.seeds[i]}] ") if k > 1 else (lambda i: "")
 
     for epoch in range(start_epoch, recipe.epochs):
@@ -332,13 +386,15 @@ def run(
         )
         calls = _calls(np.asarray(full_idx), np.asarray(full_keys), tail_idx, tail_keys, per_call)
 
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}", config.progress)
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}",
+                        config.progress and primary)
         t0 = time.perf_counter()
         done_steps, done_images, loss_sum, correct_sum = 0, 0, 0.0, 0.0
         pending = []  # device-side metrics not yet read; read every chunk_steps steps
         for i, (idx, keys, steps) in enumerate(calls):
             fn = scan_fn if steps > 1 else train_fn
-            state, metrics = fn(state, train_images, train_labels, idx, keys)
+            idx_in, keys_in = layout.put_batch(idx, keys, scanned=steps > 1)
+            state, metrics = fn(state, train_images, train_labels, idx_in, keys_in)
             if first_step_logged is False:
                 jax.block_until_ready(metrics)
                 age = process_age()
@@ -352,8 +408,8 @@ def run(
             if sum(len(b) for b, _ in pending) < config.chunk_steps and i + 1 < len(calls):
                 continue
             batches = np.array([b for bs, _ in pending for b in bs])
-            losses = np.asarray(jnp.concatenate([m[0] for _, m in pending]))
-            correct = np.asarray(jnp.concatenate([m[1] for _, m in pending]))
+            losses = np.concatenate([np.asarray(m[0]) for _, m in pending])
+            correct = np.concatenate([np.asarray(m[1]) for _, m in pending])
             _check_finite(losses, epoch * steps_per_epoch + done_steps, epoch)
             shape = (-1,) + (1,) * (losses.ndim - 1)
             loss_sum = loss_sum + (losses * batches.reshape(shape)).sum(axis=0)
@@ -379,6 +435,7 @@ def run(
             "epoch": epoch + 1,
             "kernels": lowering,
             "steps_per_call": per_call,
+            "mesh": mesh,
             "lr": float(lr_fn(epoch * steps_per_epoch)),  # at the epoch's first step
             "train_loss": _as_list(loss_sum / n),
             "train_accuracy": _as_list(100.0 * correct_sum / n),
@@ -418,18 +475,23 @@ def run(
             meta = {
                 **ident,
                 "kernels": lowering,
+                "mesh": mesh,
                 "epoch": epoch + 1,
                 "val_accuracy": record.get("val_accuracy"),
                 "test_accuracy": record["test_accuracy"],
             }
-            checkpoint.save(manager, epoch + 1, checkpoint.state_tree(state, run_keys), meta)
-            _rewrite_metrics(config.workdir, history)
+            keys_saved = run_keys if layout.mesh is None else layout.put_replicated(run_keys)
+            checkpoint.save(manager, epoch + 1, checkpoint.state_tree(state, keys_saved), meta)
+            if writes:
+                _rewrite_metrics(config.workdir, history)
 
     if config.workdir and config.plots and history:
         from jaxmnist import plots
 
+        test = evaluate(eval_fn, state, test_dev)  # on every process: a collective
+        if not writes:
+            return history
         plots.curves(history, os.path.join(config.workdir, "curves.png"), config.seeds)
-        test = evaluate(eval_fn, state, test_dev)
         pred = test.predictions if k == 1 else test.predictions[0]
         plots.misclassified(
             data.test.images, data.test.labels, pred, os.path.join(config.workdir, "misclassified.png")

@@ -99,7 +99,7 @@ def make_step(recipe: Recipe, n_models: int, kernels: str | None = None):
 
 
 def make_train_fn(recipe: Recipe, n_models: int, kernels: str | None = None,
-                  steps_per_call: int = 1):
+                  steps_per_call: int = 1, layout=None):
     """The jitted step fed from the on-device dataset: gathers batch `idx`, then steps.
 
     idx: (B,) or (K, B) indices into images/labels; key: (2,) or (K, 2). With
@@ -109,19 +109,40 @@ def make_train_fn(recipe: Recipe, n_models: int, kernels: str | None = None,
     per call is the default: a scan over a chunk of steps measured 2-3x slower there (and
     compiled 2x longer), while per-step dispatch costs microseconds against a step of
     tens of milliseconds, and stays asynchronous.
+
+    On a mesh (`jaxmnist.parallel.Layout`) the inputs arrive sharded and the function
+    pins its outputs: the state where it came from, the metrics replicated, so every
+    process can read them.
     """
     step = make_step(recipe, n_models, kernels)
+    pinned = {} if layout is None or layout.mesh is None else {
+        "out_shardings": (layout.state_sharding, layout.replicated)}
 
     def one(state, images, labels, idx, key):
         return step(state, images[idx], labels[idx], key)
 
-    if steps_per_call == 1:
-        return jax.jit(one, donate_argnums=0)
-
     def many(state, images, labels, idx, keys):
         return jax.lax.scan(lambda s, xs: one(s, images, labels, *xs), state, (idx, keys))
 
-    return jax.jit(many, donate_argnums=0)
+    fn = one if steps_per_call == 1 else many
+    if layout is not None and layout.models > 1:
+        fn = _models_apart(fn, layout, scanned=steps_per_call > 1)
+    return jax.jit(fn, donate_argnums=0, **pinned)
+
+
+def _models_apart(fn, layout, scanned: bool):
+    """fn with each device group running only its own K/models models (shard_map, manual
+    over the `models` axis; `data` stays automatic). The models never communicate, and
+    XLA's partitioner, left to split the vmapped (grouped) convolutions over models
+    itself, produces invalid convolutions (XLA:CPU, jax 0.10: "output feature dimension
+    not divisible by feature_group_count")."""
+    from jax.sharding import PartitionSpec as P
+
+    lead = (None,) if scanned else ()
+    models = P(*lead, "models")
+    return jax.shard_map(fn, mesh=layout.mesh, axis_names={"models"}, check_vma=False,
+                         in_specs=(P("models"), P(), P(), models, models),
+                         out_specs=(P("models"), models))
 
 
 # Evaluation batch: small enough that a batch's activations stay in cache. Measured over
@@ -131,12 +152,19 @@ def make_train_fn(recipe: Recipe, n_models: int, kernels: str | None = None,
 EVAL_BATCH = 200
 
 
-def make_eval_fn(recipe: Recipe, n_models: int, batch: int = EVAL_BATCH):
+def make_eval_fn(recipe: Recipe, n_models: int, batch: int = EVAL_BATCH, layout=None):
     """Predictions and per-example NLL for every example (padding is masked out later).
 
     The dataset is padded up to a multiple of `batch` so every one of the N examples is
     scored with one compiled shape; with K models the data is shared (vmap in_axes None).
+    On a mesh each eval batch is split over the `data` axis (when it divides) and the
+    results come back replicated.
     """
+    split = None
+    if layout is not None and layout.mesh is not None and batch % layout.data == 0:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        split = NamedSharding(layout.mesh, PartitionSpec(None, "data"))
 
     def one_model(apply_fn, params, batch_stats, images, labels):
         n = images.shape[0]
@@ -151,6 +179,8 @@ def make_eval_fn(recipe: Recipe, n_models: int, batch: int = EVAL_BATCH):
             return None, (jnp.argmax(logp, -1).astype(jnp.int32), nll(logp, y))
 
         xs = (images.reshape(-1, b, *images.shape[1:]), labels.reshape(-1, b))
+        if split is not None and b == batch:
+            xs = jax.lax.with_sharding_constraint(xs, split)
         _, (pred, loss) = jax.lax.scan(body, None, xs)
         return pred.reshape(-1)[:n], loss.reshape(-1)[:n]
 
@@ -160,4 +190,11 @@ def make_eval_fn(recipe: Recipe, n_models: int, batch: int = EVAL_BATCH):
             f = jax.vmap(f, in_axes=(0, 0, None, None))
         return f(state.params, state.batch_stats, images, labels)
 
-    return jax.jit(fn)
+    if layout is None or layout.mesh is None:
+        return jax.jit(fn)
+    if layout.models > 1:
+        from jax.sharding import PartitionSpec as P
+
+        fn = jax.shard_map(fn, mesh=layout.mesh, axis_names={"models"}, check_vma=False,
+                           in_specs=(P("models"), P(), P()), out_specs=P("models"))
+    return jax.jit(fn, out_shardings=layout.replicated)

@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from jaxmnist import cli, kernels
+from jaxmnist import cli, kernels, parallel
 
 _NOT_FLAGS = ("arch", "variant")
 
@@ -39,11 +39,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jaxmnist.train", description=__doc__)
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train K models at once, seeds SEED..SEED+K-1 (one jitted step; "
+                             "on several devices the models are split over them)")
     parser.add_argument("--variant", default=None, choices=VARIANTS,
                         help="recipe variant: seed (the seed document's recipe) or tuned (improved "
                              "within the seed's constraints, chosen on validation; see recipes.py). "
                              "Default: tuned where the arch has one, else seed")
-    parser.add_argument("--workdir", default=None, help="default: runs/ARCH-tuned-seedS (runs/ARCH-seedS with --variant seed or for fc16k)")
+    parser.add_argument("--workdir", default=None, help="default: runs/ARCH-tuned-seedS (runs/ARCH-seedS with --variant seed or for fc16k; seedsS-E for --seeds K)")
     cli.add_data_args(parser)
     parser.add_argument("--train-examples", type=int, default=None,
                         help="train on the first N training examples only (quick runs)")
@@ -53,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs at the end")
     kernels.add_arguments(parser)
+    parallel.add_arguments(parser)
     cli.add_common_args(parser)
     _recipe_flags(parser)
     return parser.parse_args(argv)
@@ -76,40 +80,64 @@ def main(argv=None):
     args = parse_args(argv)
     recipe = recipe_from_args(args)
     recipe.validate()
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    parallel.parse_devices(args.devices)
+    parallel.initialize(args)  # before anything touches a device
+    say = _primary_print()
     if recipe.variant != "seed":
-        print(f"recipe variant {recipe.variant!r} (chosen on validation, see jaxmnist/recipes.py); "
-              f"the seed document's own: --variant seed")
+        say(f"recipe variant {recipe.variant!r} (chosen on validation, see jaxmnist/recipes.py); "
+            f"the seed document's own: --variant seed")
     suffix = "" if args.variant == "seed" else f"-{args.variant}"
-    workdir = args.workdir or os.path.join("runs", f"{args.arch}{suffix}-seed{args.seed}")
-    print(f"recipe: {json.dumps(recipe.to_dict())}")
+    seeds = tuple(range(args.seed, args.seed + args.seeds))
+    which = f"seed{args.seed}" if len(seeds) == 1 else f"seeds{seeds[0]}-{seeds[-1]}"
+    workdir = args.workdir or os.path.join("runs", f"{args.arch}{suffix}-{which}")
+    say(f"recipe: {json.dumps(recipe.to_dict())}")
     t0 = time.perf_counter()
     data = cli.load_data(args.dataset, args.data_dir, args.val_examples, args.train_examples)
-    print(f"data: {args.dataset} train {len(data.train)}, val {len(data.val)}, test {len(data.test)} "
-          f"({time.perf_counter() - t0:.2f}s)")
+    say(f"data: {args.dataset} train {len(data.train)}, val {len(data.val)}, test {len(data.test)} "
+        f"({time.perf_counter() - t0:.2f}s)")
 
     from jaxmnist import loop
 
     config = loop.RunConfig(
         recipe=recipe,
-        seeds=(args.seed,),
+        seeds=seeds,
         workdir=workdir,
         dataset=args.dataset,
         progress=not args.no_progress,
         plots=not args.no_plots,
         kernels=args.kernels,
         steps_per_call=args.steps_per_call,
+        devices=args.devices,
     )
-    history = loop.run(config, data)
+    history = loop.run(config, data, log=say)
+    for i, seed in enumerate(seeds):
+        say(_summary(history, i if len(seeds) > 1 else None, f"[seed {seed}] " if len(seeds) > 1 else ""))
+    say(f"workdir: {workdir}  wall time {time.perf_counter() - t0:.1f}s")
+
+
+def _primary_print():
+    """print on process 0 of a multi-host run (every process runs this main), else nothing."""
+    import builtins
+
+    return builtins.print if parallel.is_primary() else (lambda *a, **k: None)
+
+
+def _summary(history: list[dict], model: int | None, tag: str) -> str:
+    """The final line for one model: final-epoch test accuracy first, best epochs labelled."""
+    def get(r, key):
+        return r[key] if model is None else r[key][model]
+
     final = history[-1]
-    summary = (f"final (epoch {final['epoch']}): test accuracy {final['test_accuracy']:.2f}%, "
-               f"best test epoch {max(r['test_accuracy'] for r in history):.2f}% (for comparison "
+    summary = (f"{tag}final (epoch {final['epoch']}): test accuracy {get(final, 'test_accuracy'):.2f}%, "
+               f"best test epoch {max(get(r, 'test_accuracy') for r in history):.2f}% (for comparison "
                f"with the seeds only; never used for selection)")
     if "val_accuracy" in final:
-        best = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))
+        best = max(history, key=lambda r: (get(r, "val_accuracy"), -r["epoch"]))
         summary += (f"; best validation epoch {best['epoch']} "
-                    f"(val {best['val_accuracy']:.2f}%, test {best['test_accuracy']:.2f}%)")
-    print(summary)
-    print(f"workdir: {workdir}  wall time {time.perf_counter() - t0:.1f}s")
+                    f"(val {get(best, 'val_accuracy'):.2f}%, test {get(best, 'test_accuracy'):.2f}%)")
+    return summary
 
 
 if __name__ == "__main__":

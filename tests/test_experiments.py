@@ -21,6 +21,36 @@ def test_results_md_is_generated_from_the_committed_json():
     assert make_results.main(["--check"]) == 0
 
 
+def test_readme_results_md_and_json_agree():
+    """Every committed result's final-epoch mean +- std, min and max appear in the same row
+    of the README's table and of RESULTS.md's, and the two tables are one table."""
+    results = make_results.load_results(os.path.join(ROOT, "experiments", "results"))
+    assert len(results) >= 9
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, "experiments", "RESULTS.md")) as f:
+        results_md = f.read()
+    table = readme.split(make_results.START)[1].split(make_results.END)[0].strip().splitlines()
+    assert "\n".join(table) in results_md
+    rows = table[2:]
+    assert len(rows) == len(results)
+    for r, row in zip(results, rows):
+        f = r["final_test_accuracy"]
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[1:3] == [r["arch"], r["variant"]]
+        assert cells[7] == f"{f['mean']:.2f} +- {f['std']:.2f}", row
+        assert cells[8:10] == [f"{f['min']:.2f}", f"{f['max']:.2f}"], row
+        assert cells[6] == str(len(r["seeds"])) and np.isclose(np.mean(f["per_seed"]), f["mean"])
+
+
+def test_readme_table_is_replaced_between_its_markers():
+    readme = "intro\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n"
+    assert make_results.with_table(readme, ["| a |", "|---|"]) == (
+        "intro\n<!-- results:start -->\n| a |\n|---|\n<!-- results:end -->\nafter\n")
+    with pytest.raises(ValueError, match="results:start"):
+        make_results.with_table("no markers", [])
+
+
 def test_search_md_is_generated_from_the_committed_logs():
     """The validation table that recipes.py cites is what the committed search logs say."""
     with open(os.path.join(ROOT, "experiments", "search", "SEARCH.md")) as f:
@@ -77,13 +107,13 @@ def test_check_runs_are_listed_apart_from_the_table(tmp_path):
              "final_test_accuracy": {"mean": 99.45, "std": 0.04, "min": 99.40, "max": 99.50,
                                      "per_seed": [99.40, 99.45, 99.50]},
              "machine": {"cpu": "Some CPU"}}
-    (tmp_path / "checks-session12").mkdir()
-    (tmp_path / "checks-session12" / "fc19k-tuned.json").write_text(json.dumps(check))
+    (tmp_path / "checks-2cpu-xeon-2026-01-01").mkdir()
+    (tmp_path / "checks-2cpu-xeon-2026-01-01" / "fc19k-tuned.json").write_text(json.dumps(check))
     assert make_results.load_results(str(tmp_path)) == []
     checks = make_results.load_checks(str(tmp_path))
     text = make_results.render([], checks)
     assert "## Checks after changes to the train step" in text
-    assert "| checks-session12 | fc19k | tuned | 3 | 99.45 +- 0.04 | 99.40 | 99.50 | 3/3 | Some CPU |" in text
+    assert "| checks-2cpu-xeon-2026-01-01 | fc19k | tuned | 3 | 99.45 +- 0.04 | 99.40 | 99.50 | 3/3 | Some CPU |" in text
     assert "## Checks" not in make_results.render([], [])
 
 

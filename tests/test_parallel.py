@@ -1,0 +1,142 @@
+"""Runs on several devices and hosts equal runs on one device (jaxmnist.parallel).
+
+The device count is fixed when JAX starts, so the multi-device runs happen in
+subprocesses with forced CPU devices (JAX_NUM_CPU_DEVICES) and this process keeps one
+device. Forced CPU devices share the same two cores: nothing here measures speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmnist import cli, inference, loop, parallel, recipes
+
+HERE = Path(__file__).resolve().parent
+# Float sums in another order (an all-reduce over devices instead of one reduction):
+# a few steps agree to ~2e-7 on parameters of magnitude ~1.
+TOL = 1e-5
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
+    env.pop("JAXMNIST_KERNELS", None)  # the subprocesses choose their lowering explicitly
+    return env
+
+
+@pytest.fixture(scope="module")
+def mesh_report(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("mesh")
+    out = root / "report.json"
+    subprocess.run([sys.executable, str(HERE / "mesh_worker.py"), str(out), str(root)],
+                   env=_env(4), check=True, timeout=600)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_data_parallel_equals_one_device(mesh_report):
+    """One model, its batch split over 4 devices: the same steps, the same global
+    BatchNorm statistics (batch_stats are compared with the parameters)."""
+    for name in ("data_parallel", "data_parallel_scan"):
+        r = mesh_report[name]
+        assert r["mesh"] == {"models": 1, "data": 4, "devices": 4, "platform": "cpu", "processes": 1}
+        assert r["max_abs_diff"] <= TOL * r["max_abs"], (name, r)
+    assert mesh_report["data_parallel"]["log"][0] == "mesh: data=4 over 4 cpu device(s)"
+    # the CPU lowering is for one device: auto falls back to plain on a mesh
+    assert mesh_report["data_parallel"]["log"][1].startswith("kernels: plain lowering")
+
+
+@pytest.mark.slow
+def test_sweeps_over_devices_equal_models_trained_alone(mesh_report):
+    """K=4 seeds on 4 devices (one model each) and K=2 on 2 x 2 (models x data)."""
+    for k, mesh in ((4, {"models": 4, "data": 1}), (2, {"models": 2, "data": 2})):
+        r = mesh_report[f"sweep_k{k}"]
+        assert {a: r["mesh"][a] for a in mesh} == mesh
+        assert len(r["per_model"]) == k
+        for m, d in enumerate(r["per_model"]):
+            assert d["max_abs_diff"] <= TOL * d["max_abs"], (k, m, d)
+
+
+def test_bad_device_counts_are_one_line_errors():
+    cases = {
+        "0": "--devices must be a positive number or 'all', got 0",
+        "two": "--devices must be a positive number or 'all', got 'two'",
+        str(jax.device_count() + 1): f"--devices {jax.device_count() + 1}, but this machine has",
+    }
+    for devices, message in cases.items():
+        with pytest.raises(parallel.LayoutError, match="^" + message.replace("(", r"\(")):
+            parallel.make_layout(devices, 1, 128)
+    assert parallel.make_layout("all", 1, 128).mesh is None  # one device: no mesh at all
+    assert parallel.make_layout(1, 3, 128).mesh is None
+
+
+def test_batch_that_does_not_split_is_refused(tmp_path):
+    code = ("from jaxmnist import parallel\n"
+            "try:\n    parallel.make_layout(3, 1, 128)\n"
+            "except parallel.LayoutError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(4), capture_output=True,
+                         text=True, timeout=120, check=True).stdout.strip()
+    assert out.startswith("batch size 128 does not split over the 3 devices of the data axis"), out
+    assert len(out.splitlines()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_on_localhost_match_one_process(tmp_path, mnist_dir):
+    """2 processes x 2 CPU devices (gloo collectives) train through the CLI; process 0
+    alone speaks and writes; the result equals one device's, and a fresh one-device
+    process evaluates the checkpoint to the accuracy the run logged."""
+    workdir = tmp_path / "run"
+    args = ["--arch", "gap8k", "--train-examples", "64", "--batch-size", "32", "--epochs", "1",
+            "--kernels", "plain", "--no-progress", "--no-plots", "--data-dir", mnist_dir,
+            "--workdir", str(workdir), "--coordinator-address", f"127.0.0.1:{_free_port()}",
+            "--num-processes", "2"]
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxmnist.train", *args, "--process-id", str(i)],
+                              env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, cwd=tmp_path)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=420)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i}:\n{out}"
+    assert "mesh: data=4 over 4 cpu device(s) in 2 processes" in outs[0]
+    assert "Epoch 1: Test set" in outs[0]
+    assert "Epoch 1" not in outs[1] and "recipe:" not in outs[1], outs[1]
+    records = loop.read_metrics(str(workdir))
+    assert [r["epoch"] for r in records] == [1]
+    assert records[0]["mesh"]["processes"] == 2
+
+    # the same run on one device, in this process
+    recipe = recipes.variant("gap8k", "tuned").replace(epochs=1, batch_size=32)
+    data = cli.load_data("mnist", mnist_dir, 0, 64)
+    alone = tmp_path / "alone"
+    loop.run(loop.RunConfig(recipe=recipe, workdir=str(alone), kernels="plain", progress=False,
+                            plots=False, devices=1), data, log=lambda *_: None)
+    two = jax.tree_util.tree_leaves(inference.load(str(workdir)).variables)
+    one = jax.tree_util.tree_leaves(inference.load(str(alone)).variables)
+    scale = max(float(np.max(np.abs(x))) for x in one)
+    assert max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(two, one)) <= TOL * scale
+
+    evaluated = subprocess.run([sys.executable, "-m", "jaxmnist.evaluate", "--workdir", str(workdir),
+                                "--data-dir", mnist_dir], env=_env(1), capture_output=True,
+                               text=True, timeout=300, check=True).stdout
+    correct = round(records[0]["test_accuracy"] * 100)
+    assert f"Accuracy: {correct}/10000" in evaluated, evaluated
