@@ -151,8 +151,36 @@ def with_table(readme: str, table: list[str]) -> str:
     return head + START + "\n" + "\n".join(table) + "\n" + END + tail
 
 
+SPEEDRUNS = os.path.join(os.path.dirname(HERE), "benchmarks", "results", "speedrun-*.json")
+
+
+def load_speedruns(pattern: str = SPEEDRUNS) -> list[tuple[str, dict]]:
+    """(file name, report) of each committed speedrun (benchmarks/time_to_accuracy.py --speedrun)."""
+    out = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path) as f:
+            out.append((os.path.basename(path), json.load(f)))
+    return out
+
+
+def render_speedruns(speedruns: list[tuple[str, dict]]) -> list[str]:
+    """The speedrun section: each report's own table, as the script printed it."""
+    if not speedruns:
+        return []
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
+    import time_to_accuracy  # stdlib + numpy at import
+
+    lines = ["", "## Speedrun: time to a final-epoch 99.40% mean", "",
+             "N seeds of a `speed` recipe, each trained in its own process on all 60k images, with the",
+             "PyTorch seed recipe's time to its first 99.4% epoch as the peer row, from one machine",
+             "(`python benchmarks/time_to_accuracy.py --arch ARCH --variant speed --speedrun 10 --json ...`):"]
+    for name, report in speedruns:
+        lines += ["", f"`benchmarks/results/{name}`:", "", time_to_accuracy.speedrun_table(report)]
+    return lines
+
+
 def render(results: list[dict], checks: list[tuple[str, dict]] = (),
-           fashion: list[dict] = ()) -> str:
+           fashion: list[dict] = (), speedruns: list[tuple[str, dict]] = ()) -> str:
     lines = [
         "# Results: the seeds' claims, reproduced",
         "",
@@ -189,6 +217,7 @@ def render(results: list[dict], checks: list[tuple[str, dict]] = (),
                      f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; {r['images_per_s_all_models']:.0f} training images/s (all seeds, {r.get('mode', 'vmap')}).")
     lines += ["", "![per-epoch test accuracy, min-max band over seeds](results/accuracy_bands.png)"]
     lines += render_checks(list(checks))
+    lines += render_speedruns(list(speedruns))
     lines += render_fashion(list(fashion))
     return "\n".join(lines + [""])
 
@@ -229,7 +258,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     results = load_results(args.results_dir)
     fashion = load_results(os.path.join(args.results_dir, "fashion_mnist"))
-    text = render(results, load_checks(args.results_dir), fashion)
+    text = render(results, load_checks(args.results_dir), fashion, load_speedruns())
     with open(args.readme) as f:
         readme = f.read()
     readme_text = with_table(readme, main_table(results))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmnist import checkpoint, kernels as kernels_lib, models, parallel, step as step_lib
-from jaxmnist.recipes import Recipe, schedule
+from jaxmnist.recipes import Recipe, schedule, with_defaults
 
 if TYPE_CHECKING:
     from jaxmnist.data import Dataset, Split
@@ -115,6 +115,8 @@ def prepare_workdir(workdir: str, ident: dict, write: bool = True) -> bool:
                 old = json.load(f)
         except (OSError, ValueError) as exc:
             raise RunError(f"{run_file} is unreadable ({exc}); use a fresh --workdir") from None
+        if isinstance(old.get("recipe"), dict):
+            old = {**old, "recipe": with_defaults(old["recipe"])}
         if old != ident:
             raise RunError(
                 f"workdir {workdir} holds a different run ({_describe_difference(old, ident)}); "

@@ -41,6 +41,10 @@ class Recipe:
     # do not state their rate (001, 002), so it can be chosen on validation like any
     # other value a seed leaves out.
     dropout: float | None = None
+    # Label smoothing: the loss is (1 - e) * NLL + e * (mean over the 10 classes of
+    # -log p), i.e. cross-entropy against optax.smooth_labels(one_hot, e). 0 = the seeds'
+    # plain NLL (computed without the smoothing term, so those runs are unchanged).
+    label_smoothing: float = 0.0
     variant: str = "seed"
 
     def replace(self, **changes) -> "Recipe":
@@ -64,6 +68,8 @@ class Recipe:
             raise ValueError(f"--pct-start must be in (0, 1), got {self.pct_start}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.rotation < 0:
             raise ValueError(f"--rotation must be >= 0 degrees, got {self.rotation}")
         if train_examples is not None and self.batch_size > train_examples:
@@ -74,6 +80,14 @@ class Recipe:
 
 
 SCHEDULES = ("step", "onecycle")
+
+
+def with_defaults(recipe_dict: dict) -> dict:
+    """A recipe dict as written by an older jaxmnist, with fields added since at their
+    defaults (which reproduce the older behaviour), so its workdirs still resume."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, **recipe_dict}
 
 # torch.optim.lr_scheduler.OneCycleLR's defaults
 ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4

@@ -52,6 +52,15 @@ def nll(log_probs, labels):
     return -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
 
 
+def loss_of(log_probs, labels, recipe: Recipe):
+    """Per-example training loss: NLL, or with label smoothing e, (1 - e) * NLL plus e
+    times the mean over classes of -log p (cross-entropy against smoothed one-hot labels)."""
+    e = recipe.label_smoothing
+    if not e:
+        return nll(log_probs, labels)
+    return (1.0 - e) * nll(log_probs, labels) - e * jnp.mean(log_probs, axis=-1)
+
+
 def train_step(state: TrainState, images, labels, key, *, recipe: Recipe):
     """One SGD step on a uint8 batch (B, 28, 28, 1); returns (state, (loss, correct))."""
     rot_key, drop_key = jax.random.split(key)
@@ -66,7 +75,7 @@ def train_step(state: TrainState, images, labels, key, *, recipe: Recipe):
             rngs={"dropout": drop_key},
             mutable=["batch_stats"],
         )
-        return jnp.mean(nll(log_probs, labels)), (updates["batch_stats"], log_probs)
+        return jnp.mean(loss_of(log_probs, labels, recipe)), (updates["batch_stats"], log_probs)
 
     (loss, (batch_stats, log_probs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params

@@ -31,15 +31,15 @@ def dataset() -> data.Dataset:
                         test=data.Split(images[130:], labels[130:]))
 
 
-def final_variables(ds, seeds, devices, workdir, steps_per_call=1):
+def final_variables(ds, seeds, devices, workdir, steps_per_call=1, epochs=1, on_chunk=None):
     """(variables of each model as numpy, history, log lines) of one run, read back from
     its last checkpoint (so the mesh run's checkpoint is exercised too)."""
-    recipe = recipes.variant("gap8k", "tuned").replace(epochs=1, batch_size=32)
+    recipe = recipes.variant("gap8k", "tuned").replace(epochs=epochs, batch_size=32)
     config = loop.RunConfig(recipe=recipe, seeds=tuple(seeds), progress=False, plots=False,
                             kernels="plain", devices=devices, steps_per_call=steps_per_call,
                             workdir=workdir)
     lines = []
-    history = loop.run(config, ds, log=lines.append)
+    history = loop.run(config, ds, log=lines.append, on_chunk=on_chunk)
     variables = [jax.tree_util.tree_map(np.asarray, inference.load(workdir, model=m).variables)
                  for m in range(len(seeds))]
     return variables, history, lines
@@ -66,6 +66,24 @@ def main(out: str, root: str) -> None:
         each, history, _ = final_variables(ds, list(range(k)), 4, f"{root}/sweep{k}")
         report[f"sweep_k{k}"] = {"per_model": [diff(alone[m], each[m]) for m in range(k)],
                                  "mesh": history[-1]["mesh"]}
+
+    # resume on the same topology: killed in epoch 2, rerun, ends where an uninterrupted run ends
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, steps):
+        if epoch == 1:
+            raise Killed
+
+    (whole,), history_whole, _ = final_variables(ds, [0], 4, f"{root}/whole", epochs=2)
+    try:
+        final_variables(ds, [0], 4, f"{root}/killed", epochs=2, on_chunk=kill)
+    except Killed:
+        pass
+    (resumed,), history_resumed, lines = final_variables(ds, [0], 4, f"{root}/killed", epochs=2)
+    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k and "per_s" not in k} for r in h]
+    report["resume"] = {**diff(whole, resumed), "same_history": strip(history_whole) == strip(history_resumed),
+                        "resumed_line": any("resumed" in ln and "epoch 1" in ln for ln in lines)}
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
 

@@ -129,7 +129,10 @@ def test_fashion_mnist_results_get_their_own_table(tmp_path):
     (tmp_path / "fashion_mnist").mkdir()
     (tmp_path / "fashion_mnist" / "gap8k-tuned.json").write_text(json.dumps(result))
     out = tmp_path / "RESULTS.md"
-    assert make_results.main(["--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{make_results.START}\n{make_results.END}\n")
+    files = ["--results-dir", str(tmp_path), "--out", str(out), "--readme", str(readme)]
+    assert make_results.main(files) == 0
     text = out.read_text()
     assert "## Fashion-MNIST" in text
     assert ("| gap8k | tuned | 7,776 | 15 | 3 | 91.50 +- 0.10 | 91.40 | 91.60 | 91.80 | 300 | "
@@ -137,7 +140,8 @@ def test_fashion_mnist_results_get_their_own_table(tmp_path):
     assert "92.5%" in text  # the benchmark's published small-CNN anchor
     assert "91.40, 91.50, 91.60" in text
     assert "(no results yet)" in text  # the MNIST table read results/*.json only
-    assert make_results.main(["--results-dir", str(tmp_path), "--out", str(out), "--check"]) == 0
+    assert make_results.main(files + ["--check"]) == 0
+    assert "(no results yet)" in readme.read_text()
     assert "## Fashion-MNIST" not in make_results.render([], [], [])
 
 

@@ -65,6 +65,13 @@ def test_sweeps_over_devices_equal_models_trained_alone(mesh_report):
             assert d["max_abs_diff"] <= TOL * d["max_abs"], (k, m, d)
 
 
+@pytest.mark.slow
+def test_mesh_run_resumes_bitwise_on_the_same_topology(mesh_report):
+    r = mesh_report["resume"]
+    assert r["resumed_line"] and r["same_history"]
+    assert r["max_abs_diff"] == 0.0, r
+
+
 def test_bad_device_counts_are_one_line_errors():
     cases = {
         "0": "--devices must be a positive number or 'all', got 0",

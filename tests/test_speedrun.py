@@ -1,6 +1,7 @@
 """benchmarks/time_to_accuracy.py's speedrun mode: per-run timing and the multi-seed summary."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -55,3 +56,31 @@ def test_speedrun_table_names_the_machine_and_the_test():
     assert "| jaxmnist |" in text and "99.45" in text and "failed: worker exited" in text
     assert "Some CPU" in text and "one-sided t-test of mean >= 99.40" in text
     assert "final-epoch test accuracy 99.41 +- 0.04%" in text
+
+
+def test_speedrun_peer_is_pytorch_on_the_seed_recipe_stopped_at_the_target(monkeypatch):
+    """jaxmnist runs N seeds of the speed recipe to its end; the PyTorch row is seed 0 of the
+    seed document's recipe, stopped at its first epoch at the target."""
+    calls = []
+
+    def fake_launch(impl, args, recipe, stop_at=None):
+        calls.append((impl, args.seed, recipe["variant"], recipe["epochs"], stop_at))
+        accs = [99.0, 99.3, 99.41] if impl == "jaxmnist" else [98.9, 99.42]
+        epochs = [{"epoch": i + 1, "test_accuracy": a, "epoch_seconds": 6.0, "train_seconds": 5.0,
+                   "elapsed_s": 10.0 + 6 * i} for i, a in enumerate(accs)]
+        return {"impl": impl, "epochs": epochs, "process_s": 30.0}
+
+    monkeypatch.setattr(tta, "launch", fake_launch)
+    monkeypatch.setattr(tta.common, "publish", lambda report, text, path: (report, text))
+    args = tta.parse_args(["--arch", "gap8k", "--variant", "speed", "--speedrun", "2"])
+    machine = {"cpu": "Some CPU", "cores": 2, "git": "abc", "date": "2025-01-01",
+               "load_average": [0.1, 0.1, 0.1], "versions": {"python": "3.11", "jax": "0.4", "torch": "2.0"}}
+    speed = {"arch": "gap8k", "variant": "speed", "epochs": 3}
+    seed = {"arch": "gap8k", "variant": "seed", "epochs": 15}
+    report, text = tta.speedrun_main(args, machine, speed, seed)
+    assert calls == [("jaxmnist", 0, "speed", 3, None), ("jaxmnist", 1, "speed", 3, None),
+                     ("torch", 0, "seed", 15, 99.4)]
+    torch_row = report["runs"][-1]
+    assert torch_row["variant"] == "seed" and torch_row["seconds_to_99.4"] == 16.0
+    assert report["summary"]["n"] == 2 and report["summary"]["mean"] == 99.41
+    assert re.search(r"\| torch +\| seed +\|", text) and re.search(r"\| jaxmnist +\| speed +\|", text)

@@ -151,6 +151,32 @@ def test_bad_schedule_is_refused():
         recipes.recipe_for("gap7k").replace(schedule="onecycle", pct_start=1.0).validate()
 
 
+def test_label_smoothing_is_cross_entropy_against_smoothed_labels():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (6, 10)) * 3
+    labels = jnp.array([0, 3, 9, 2, 2, 7])
+    log_probs = jax.nn.log_softmax(logits)
+    recipe = recipes.recipe_for("gap8k")
+    # off: exactly the seeds' NLL
+    np.testing.assert_array_equal(step.loss_of(log_probs, labels, recipe), step.nll(log_probs, labels))
+    for e in (0.05, 0.1, 0.3):
+        want = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(labels, 10), e))
+        got = step.loss_of(log_probs, labels, recipe.replace(label_smoothing=e))
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="--label-smoothing"):
+        recipe.replace(label_smoothing=1.0).validate()
+
+
+def test_workdir_from_before_a_new_recipe_field_still_resumes(tmp_path):
+    """run.json written without a field added since (its default reproduces the old run)."""
+    ident = {"arch": "gap8k", "recipe": recipes.recipe_for("gap8k").to_dict(), "seeds": [0]}
+    old = {**ident, "recipe": {k: v for k, v in ident["recipe"].items() if k != "label_smoothing"}}
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    assert loop.prepare_workdir(str(tmp_path), ident) is True
+    changed = {**ident, "recipe": {**ident["recipe"], "label_smoothing": 0.1}}
+    with pytest.raises(loop.RunError, match="label_smoothing=0.1"):
+        loop.prepare_workdir(str(tmp_path), changed)
+
+
 # --- one step ------------------------------------------------------------------------
 
 

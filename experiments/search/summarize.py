@@ -19,10 +19,11 @@ import statistics
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def load(root: str = HERE) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """{arch: {config: [(final val accuracy, final val loss) per seed]}} from
-    ARCH/CONFIG-sSEED.jsonl."""
-    out: dict[str, dict[str, list[tuple[float, float]]]] = collections.defaultdict(dict)
+def load(root: str = HERE) -> dict[str, dict[str, list[dict]]]:
+    """{arch: {config: [{val, loss, epochs, train_s} per seed]}} from ARCH/CONFIG-sSEED.jsonl:
+    the final epoch's validation accuracy and loss, the epochs run, and the trainer's
+    per-epoch train seconds summed (the first epoch's compilation included)."""
+    out: dict[str, dict[str, list[dict]]] = collections.defaultdict(dict)
     for path in sorted(glob.glob(os.path.join(root, "*", "*-s*.jsonl"))):
         arch = os.path.basename(os.path.dirname(path))
         match = re.fullmatch(r"(.+)-s(\d+)\.jsonl", os.path.basename(path))
@@ -32,22 +33,23 @@ def load(root: str = HERE) -> dict[str, dict[str, list[tuple[float, float]]]]:
             rows = [json.loads(line) for line in f if line.strip()]
         if not rows or rows[-1].get("val_accuracy") is None:
             continue
-        out[arch].setdefault(match.group(1), []).append(
-            (rows[-1]["val_accuracy"], rows[-1]["val_loss"]))
+        out[arch].setdefault(match.group(1), []).append({
+            "val": rows[-1]["val_accuracy"], "loss": rows[-1]["val_loss"], "epochs": rows[-1]["epoch"],
+            "train_s": sum(r.get("train_seconds", r["seconds"]) for r in rows)})
     return out
 
 
-def table(results: dict[str, dict[str, list[tuple[float, float]]]]) -> str:
+def table(results: dict[str, dict[str, list[dict]]]) -> str:
     lines = ["| arch | config | seeds | final val % mean | std | min | max | final val loss |",
              "|---|---|---|---|---|---|---|---|"]
     for arch in sorted(results):
         ranked = sorted(results[arch].items(),
-                        key=lambda kv: (-statistics.mean(v[0] for v in kv[1]),
-                                        statistics.mean(v[1] for v in kv[1])))
+                        key=lambda kv: (-statistics.mean(r["val"] for r in kv[1]),
+                                        statistics.mean(r["loss"] for r in kv[1])))
         for config, runs in ranked:
-            vals = [v[0] for v in runs]
+            vals = [r["val"] for r in runs]
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            loss = statistics.mean(v[1] for v in runs)
+            loss = statistics.mean(r["loss"] for r in runs)
             lines.append(f"| {arch} | {config} | {len(vals)} | {statistics.mean(vals):.2f} | "
                          f"{std:.2f} | {min(vals):.2f} | {max(vals):.2f} | {loss:.4f} |")
     return "\n".join(lines) + "\n"

@@ -1,22 +1,7 @@
 #!/usr/bin/env bash
-# One speed-recipe candidate on the validation split (55k train / 5k val), seeds ${SEARCH_SEEDS:-0 1 2}.
-# Flags override the arch's seed recipe; the trainer also logs test accuracy, which
-# summarize.py never reads to choose.
+# One speed-recipe candidate on the validation split: experiments/search/run_config.sh with
+# its logs kept here.
 #   experiments/search/speed/run_config.sh ARCH NAME [train flags...]
-# Writes experiments/search/speed/ARCH/NAME-sSEED.{log,jsonl}; a finished seed is skipped on rerun.
-set -u
-cd "$(dirname "$0")/../../.."
-arch=$1; name=$2; shift 2
-out=experiments/search/speed/$arch
-mkdir -p "$out"
-for seed in ${SEARCH_SEEDS:-0 1 2}; do
-  [ -f "$out/$name-s$seed.jsonl" ] && continue
-  wd=${SEARCH_WORKDIR:-/tmp/search-speed}/$arch-$name-s$seed
-  rm -rf "$wd"
-  if python -m jaxmnist.train --arch "$arch" --variant seed --val-examples 5000 --seed "$seed" --workdir "$wd" \
-      --no-progress --no-plots "$@" > "$out/$name-s$seed.log" 2>&1; then
-    cp "$wd/metrics.jsonl" "$out/$name-s$seed.jsonl"
-  else
-    echo "search run failed: $arch $name seed $seed (see $out/$name-s$seed.log)" >&2
-  fi
-done
+# Writes experiments/search/speed/ARCH/NAME-sSEED.{log,jsonl}.
+export SEARCH_OUT=experiments/search/speed SEARCH_WORKDIR=${SEARCH_WORKDIR:-/tmp/search-speed}
+exec "$(dirname "$0")/../run_config.sh" "$@"

@@ -12,32 +12,24 @@ time summed over the run (first epoch's compilation included), on the machine na
 from __future__ import annotations
 
 import argparse
-import collections
-import glob
-import json
+import importlib.util
 import os
-import re
 import statistics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _parent():
+    """experiments/search/summarize.py, whose `load` reads these logs as it reads its own."""
+    spec = importlib.util.spec_from_file_location(
+        "search_summarize", os.path.join(os.path.dirname(HERE), "summarize.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load(root: str = HERE) -> dict[str, dict[str, list[dict]]]:
-    """{arch: {config: [{val, loss, epochs, train_s} per seed]}} from ARCH/CONFIG-sSEED.jsonl."""
-    out: dict[str, dict[str, list[dict]]] = collections.defaultdict(dict)
-    for path in sorted(glob.glob(os.path.join(root, "*", "*-s*.jsonl"))):
-        arch = os.path.basename(os.path.dirname(path))
-        match = re.fullmatch(r"(.+)-s(\d+)\.jsonl", os.path.basename(path))
-        if not match:
-            continue
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        if not rows or rows[-1].get("val_accuracy") is None:
-            continue
-        out[arch].setdefault(match.group(1), []).append({
-            "val": rows[-1]["val_accuracy"], "loss": rows[-1]["val_loss"], "epochs": rows[-1]["epoch"],
-            "train_s": sum(r.get("train_seconds", r["seconds"]) for r in rows)})
-    return out
+    return _parent().load(root)
 
 
 def table(results: dict[str, dict[str, list[dict]]]) -> str:
