@@ -34,6 +34,7 @@ def _positive_finite(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_step_throughput_tiny_run_writes_schema(tmp_path, capsys):
     out = tmp_path / "throughput.json"
     step_throughput.main([
@@ -120,6 +121,7 @@ def test_torch_compile_failure_is_recorded(tmp_path, monkeypatch, capsys):
     assert "failed: RuntimeError" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_models_per_step_tiny_run(tmp_path, capsys):
     out = tmp_path / "k.json"
     models_per_step.main(["--arch", "gap7k", "--models", "1", "2", "--batch-size", "16",
@@ -134,6 +136,7 @@ def test_models_per_step_tiny_run(tmp_path, capsys):
     assert "vs K=1" in table and table.count("| gap7k") == 2
 
 
+@pytest.mark.slow
 def test_epoch_vs_step_tiny_run(tmp_path, capsys, mnist_dir):
     """Trainer epochs on real MNIST (a 512-image slice) against the bare step."""
     out = tmp_path / "e.json"

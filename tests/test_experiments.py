@@ -59,6 +59,7 @@ def test_search_md_is_generated_from_the_committed_logs():
     assert "gap9k | lr0.1-ss6-rot7" in table and table in committed
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_separate_runs(tmp_path, mnist_dir):
     """K=2 in one vmapped program gives each seed the run it would have had alone."""
     common = ["--arch", "gap8k", "--data-dir", mnist_dir, "--epochs", "1", "--train-examples", "1024"]
@@ -170,4 +171,4 @@ def test_speed_search_md_is_generated_from_the_committed_logs():
     with open(os.path.join(ROOT, "experiments", "search", "speed", "SEARCH.md")) as f:
         committed = f.read()
     table = speed.table(speed.load())
-    assert "| gap8k | e4-oc-lr0.2 | 4 | 2 | 99.21 +- 0.04 |" in table and table in committed
+    assert "| gap8k | e4-oc-lr0.2 | 4 | 4 | 99.17 +- 0.06 |" in table and table in committed

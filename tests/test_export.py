@@ -12,6 +12,8 @@ import pytest
 from jaxmnist import export, exported, inference
 from trained_model import mnist_test, trained_workdir  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.xdist_group("trained_model")  # one trained model per process
+
 
 @pytest.fixture(scope="module")
 def artifact(trained_workdir, tmp_path_factory):

@@ -78,14 +78,17 @@ def test_lowerings_agree_in_train_and_eval_mode(arch, variables):
 
     eval_p = jax.jit(functools.partial(models.Net(spec).apply, train=False))(v, x)
     eval_c = jax.jit(functools.partial(CpuNet(spec).apply, train=False))(v, x)
-    np.testing.assert_allclose(eval_c, eval_p, rtol=1e-5, atol=1e-5)
+    # log-probabilities reach -3000 on these random images; 1e-4 relative as in train mode
+    # (an AMD EPYC 7xx3 without AVX-512 measured 1.3e-5 on gap7k, its AVX-512 successor less)
+    np.testing.assert_allclose(eval_c, eval_p, rtol=1e-4, atol=1e-5)
 
 
 def _stacked(tree, k):
     return jax.tree_util.tree_map(lambda x: jnp.stack([x] * k), tree)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a if a == "gap8k" else pytest.param(a, marks=pytest.mark.slow)
+                                  for a in ARCHS])
 def test_lowerings_agree_for_three_models_in_one_step(arch):
     """K=3 seeds in one jitted step (plain: jax.vmap; CPU: the models side by side) and
     the K-model evaluation: the same parameters, statistics and predictions."""
@@ -104,7 +107,11 @@ def test_lowerings_agree_for_three_models_in_one_step(arch):
         pred, loss = step.make_eval_fn(recipe, 3)(state, images, labels)
         states[kernels] = (state.params, state.batch_stats, loss)
         assert pred.shape == (3, 64)
-    assert_trees_close(states["cpu"], states["plain"], rtol=2e-3, atol=2e-5)
+    # Two SGD steps carry the lowerings' float-rounding differences into the weights, times
+    # the learning rate and grown by the second step: up to 2.3e-4 on weights of ~0.1
+    # (gap7k, gap8k on an AMD EPYC 7xx3 without AVX-512); a wrong lowering is off by the
+    # size of an update (~1e-2).
+    assert_trees_close(states["cpu"], states["plain"], rtol=2e-3, atol=1e-3)
 
 
 def test_plain_lowering_is_standard_ops_only():
@@ -256,6 +263,7 @@ def _stop_in_second_epoch(epoch, _):
         raise _Stop
 
 
+@pytest.mark.slow
 def test_checkpoint_of_each_lowering_evaluates_under_the_other(small_mnist, tmp_path):
     """A run trained under one lowering scores the same under the other (the trees are the
     same), and a run resumed under the other lowering says so and finishes."""
@@ -285,6 +293,7 @@ def test_checkpoint_of_each_lowering_evaluates_under_the_other(small_mnist, tmp_
     assert any("kernels changed on resume" in line for line in logs), logs
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_equal_single_calls_bitwise_on_the_cpu_lowering(small_mnist, tmp_path):
     """The trainer with lax.scan over 4 steps per call ends where 4 calls a time end,
     bitwise. 600 images in batches of 64: two scanned calls of 4, one single step, the

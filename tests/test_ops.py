@@ -226,6 +226,7 @@ def test_bn_relu_dropout_max_pool_value_and_gradient(rate):
                       jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, 3)), 1e-5, 1e-6)
 
 
+@pytest.mark.slow
 def test_fused_pool_stages_vmapped_over_models_equal_each_model():
     """The multi-seed step vmaps both fused stages over a leading model axis (K = 2)."""
     scale = jnp.array([[1.0, 0.5, 2.0], [0.7, 1.2, 0.3]])

@@ -23,6 +23,8 @@ from PIL import Image, ImageDraw
 from jaxmnist import preprocess, serve
 from trained_model import mnist_test, trained_workdir  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.xdist_group("trained_model")  # one trained model per process
+
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 

@@ -211,6 +211,7 @@ def test_few_steps_lower_the_loss(arch, mnist):
 # --- the loop on real data -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_epochs_on_10k_real_examples_learn(mnist, mnist_dir, tmp_path):
     # After one epoch on 10k images the test accuracy still swings 88-97% with the seed
     # (BatchNorm running statistics lag); three epochs with one lr drop land at 98.5-98.7%
@@ -247,6 +248,7 @@ def params_of(workdir, epoch=None):
     return tree
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_bitwise_identical(mnist, tmp_path):
     ds = subset(mnist, **SMALL)
     full = loop.run(loop.RunConfig(recipe=small_recipe(), workdir=str(tmp_path / "a"), progress=False,

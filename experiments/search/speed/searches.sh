@@ -21,3 +21,10 @@ $S gap8k e4-oc-lr0.4-bs256 $G8 $OC --epochs 4 --lr 0.4 --batch-size 256
 # best peak 0.2 (seed's momentum without Nesterov, dropout 0.05, batch 128, +-7 deg)
 $S gap7k e4-oc-lr0.1 $OC --epochs 4 --lr 0.1
 $S gap7k e4-oc-lr0.2 $OC --epochs 4 --lr 0.2
+# gap8k, third search: label smoothing on the best candidate, and one more epoch, 4 seeds each
+# (the best candidate's seeds 2-3 added)
+export SEARCH_SEEDS="0 1 2 3"
+$S gap8k e4-oc-lr0.2 $G8 $OC --epochs 4 --lr 0.2
+$S gap8k e4-oc-lr0.2-ls0.1 $G8 $OC --epochs 4 --lr 0.2 --label-smoothing 0.1
+$S gap8k e4-oc-lr0.2-ls0.05 $G8 $OC --epochs 4 --lr 0.2 --label-smoothing 0.05
+$S gap8k e5-oc-lr0.2 $G8 $OC --epochs 5 --lr 0.2
