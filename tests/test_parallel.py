@@ -42,6 +42,7 @@ def mesh_report(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mesh")  # one mesh_report per run, not per process
 def test_data_parallel_equals_one_device(mesh_report):
     """One model, its batch split over 4 devices: the same steps, the same global
     BatchNorm statistics (batch_stats are compared with the parameters)."""
@@ -55,6 +56,7 @@ def test_data_parallel_equals_one_device(mesh_report):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mesh")  # one mesh_report per run, not per process
 def test_sweeps_over_devices_equal_models_trained_alone(mesh_report):
     """K=4 seeds on 4 devices (one model each) and K=2 on 2 x 2 (models x data)."""
     for k, mesh in ((4, {"models": 4, "data": 1}), (2, {"models": 2, "data": 2})):
@@ -66,6 +68,7 @@ def test_sweeps_over_devices_equal_models_trained_alone(mesh_report):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mesh")  # one mesh_report per run, not per process
 def test_mesh_run_resumes_bitwise_on_the_same_topology(mesh_report):
     r = mesh_report["resume"]
     assert r["resumed_line"] and r["same_history"]

@@ -165,7 +165,7 @@ def test_rerendered_test_digits_keep_accuracy(trained_workdir, mnist_test, tmp_p
     print(f"re-rendered 200x200 dark-on-white test digits: {accuracy:.2f}% of {n} "
           f"(the same digits as MNIST has them: {original:.2f}%)")
     # photographed-style input through the MNIST preprocessing costs at most a point
-    # (the two-epoch test model: 98.3% against 98.9% on an AMD EPYC 7xx3)
+    # (the two-epoch test model scored 98.3% on them on an AMD EPYC 7xx3, 98.5%+ elsewhere)
     assert accuracy >= original - 1.0 and accuracy >= 97.5
     r = results[0]
     assert len(r["top3"]) == 3 and r["top3"][0]["class"] == r["prediction"]
