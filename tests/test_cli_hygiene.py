@@ -17,6 +17,8 @@ import pytest
 
 from jaxmnist import cli, data, loop, recipes
 
+pytestmark = pytest.mark.xdist_group("hygiene")  # its module fixtures once, in one process
+
 
 @pytest.fixture(scope="module")
 def trained(mnist_dir, tmp_path_factory):

@@ -22,6 +22,8 @@ import pytest
 
 from jaxmnist import data
 
+pytestmark = pytest.mark.xdist_group("real_mnist")  # its module fixtures once, in one process
+
 REPO = Path(__file__).resolve().parents[1]
 STEMS = {
     "train_images": "train-images-idx3-ubyte",
@@ -484,6 +486,7 @@ def test_partial_read_back_is_an_error_not_a_dataset(tiny, monkeypatch, tmp_path
 _SUBPROCESS_LOAD = """
 import json, sys
 from jaxmnist import data
+
 data._OFFICIAL_SHA256['mnist'] = json.loads(sys.argv[3])
 ds = data.load('mnist', sys.argv[1], val_examples=5, source='tfds', cache_dir=sys.argv[2])
 print(json.dumps({'n': len(ds.train), 'tensorflow': 'tensorflow' in sys.modules,

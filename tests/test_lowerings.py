@@ -18,6 +18,8 @@ import pytest
 from jaxmnist import augment, layers, loop, models, recipes, step
 from jaxmnist.cpu import CpuNet, net as cpu_net, ops
 
+pytestmark = pytest.mark.xdist_group("lowerings")  # its module fixtures once, in one process
+
 ARCHS = list(models.ARCHS)
 
 
