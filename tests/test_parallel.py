@@ -105,6 +105,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mesh")  # not beside the 4-device subprocess: 2 cores
 def test_two_processes_on_localhost_match_one_process(tmp_path, mnist_dir):
     """2 processes x 2 CPU devices (gloo collectives) train through the CLI; process 0
     alone speaks and writes; the result equals one device's, and a fresh one-device
