@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     try:
         parallel.parse_devices(args.devices)
         parallel.initialize(args)  # before anything touches a device
-        say = print if parallel.is_primary() else (lambda *a, **k: None)
+        say = parallel.primary_print()
         recipe = recipes.variant(args.arch, args.variant)
         if args.epochs is not None:
             recipe = recipe.replace(epochs=args.epochs)

@@ -98,6 +98,13 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def primary_print():
+    """print on process 0 of a multi-host run (every process runs the same CLI), else a no-op."""
+    import builtins
+
+    return builtins.print if is_primary() else (lambda *a, **k: None)
+
+
 def parse_devices(value: Any) -> int | None:
     """--devices: a positive int, or None for all."""
     if value is None or value == "all":

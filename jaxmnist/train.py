@@ -84,7 +84,7 @@ def main(argv=None):
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     parallel.parse_devices(args.devices)
     parallel.initialize(args)  # before anything touches a device
-    say = _primary_print()
+    say = parallel.primary_print()
     if recipe.variant != "seed":
         say(f"recipe variant {recipe.variant!r} (chosen on validation, see jaxmnist/recipes.py); "
             f"the seed document's own: --variant seed")
@@ -115,13 +115,6 @@ def main(argv=None):
     for i, seed in enumerate(seeds):
         say(_summary(history, i if len(seeds) > 1 else None, f"[seed {seed}] " if len(seeds) > 1 else ""))
     say(f"workdir: {workdir}  wall time {time.perf_counter() - t0:.1f}s")
-
-
-def _primary_print():
-    """print on process 0 of a multi-host run (every process runs this main), else nothing."""
-    import builtins
-
-    return builtins.print if parallel.is_primary() else (lambda *a, **k: None)
 
 
 def _summary(history: list[dict], model: int | None, tag: str) -> str:
