@@ -27,3 +27,17 @@ def mnist_dir() -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return str(folder)
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Under `--dist loadgroup` pytest-xdist appends "@group" to the node id of every test
+    marked xdist_group (every test of test_lowerings.py is), so that a group's shared
+    fixtures (a trained model, the real MNIST cache) are built in one process. A pytest
+    that stops plugins from renaming node ids (9.2) breaks this silently: stop and say so."""
+    if node.config.getvalue("dist") != "loadgroup":
+        return
+    grouped = [i for i in ids if i.startswith("tests/test_lowerings.py::")]
+    if grouped and not any("@" in i for i in grouped):
+        pytest.exit(f"pytest-xdist could not group tests (e.g. {grouped[0]}): pytest "
+                    f"{pytest.__version__} breaks --dist loadgroup; install the test extra's "
+                    "pytest range: pip install -e \".[test]\"", returncode=3)

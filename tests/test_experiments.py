@@ -87,6 +87,7 @@ def test_unknown_variant_is_a_clean_error(capsys, mnist_dir):
     assert "magic" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sequential_mode_gives_the_same_runs(tmp_path, mnist_dir):
     """Under the CPU lowering, whose K-model step is K copies of the one-model step (the
     plain lowering's vmap rounds differently; tests/test_lowerings.py compares it)."""
@@ -147,8 +148,8 @@ def test_fashion_mnist_results_get_their_own_table(tmp_path):
 
 
 def test_speed_variant_is_the_searched_recipe():
-    """gap8k's `speed` recipe: its seed network and optimiser, 4 epochs of OneCycleLR peaking at
-    0.2 (experiments/search/speed/), selectable as a variant; not the default."""
+    """The `speed` recipes (experiments/search/speed/): gap8k's seed network and optimiser, 4
+    epochs of OneCycleLR peaking at 0.2; gap7k's 8 epochs; selectable, never the default."""
     from jaxmnist import recipes
 
     speed = recipes.variant("gap8k", "speed")
@@ -156,6 +157,9 @@ def test_speed_variant_is_the_searched_recipe():
                                                      step_size=0, gamma=1.0, variant="speed")
     assert speed.nesterov and speed.weight_decay == 1e-4 and speed.batch_size == 128
     assert "speed" in recipes.VARIANTS and recipes.default_variant("gap8k") == "tuned"
+    # gap7k's: its tuned OneCycleLR recipe (peak 0.1, seed's momentum and dropout) cut to 8 epochs
+    assert recipes.variant("gap7k", "speed") == recipes.RECIPES["gap7k"].replace(
+        epochs=8, schedule="onecycle", lr=0.1, step_size=0, gamma=1.0, variant="speed")
     with pytest.raises(ValueError, match="available: seed, tuned"):
         recipes.variant("gap9k", "speed")
 

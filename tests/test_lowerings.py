@@ -31,14 +31,14 @@ def without_dropout(arch):
 def variables():
     """Initial parameters with randomised BatchNorm statistics and affine parameters (so
     eval mode is not the identity) and conv biases (so the deferred bias matters)."""
-    out = {}
-    for i, arch in enumerate(ARCHS):
-        v = models.init_variables(models.build(arch, kernels="plain"), jax.random.PRNGKey(i))
-        leaves, tree = jax.tree_util.tree_flatten(v)
-        keys = jax.random.split(jax.random.PRNGKey(100 + i), len(leaves))
-        jitter = [x + 0.1 * jax.random.uniform(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-        out[arch] = jax.tree_util.tree_unflatten(tree, jitter)
-    return out
+    def jittered(v, seed):  # numpy's generator: jax.random here compiles for ~25 s
+        rng = np.random.default_rng(seed)
+        return jax.tree_util.tree_map(
+            lambda x: np.asarray(x) + 0.1 * rng.uniform(size=x.shape).astype(x.dtype), v)
+
+    return {arch: jittered(models.init_variables(models.build(arch, kernels="plain"),
+                                                 jax.random.PRNGKey(i)), 100 + i)
+            for i, arch in enumerate(ARCHS)}
 
 
 def _images(n=8, seed=5):
@@ -173,11 +173,16 @@ def test_stages_on_blocks_where_they_apply(arch, variables, monkeypatch):
     model = models.build(arch, kernels="cpu")
     v = variables[arch]
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
-    model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)}, mutable=["batch_stats"])
+    # each call jits afresh (a new function), so it traces the module flags as they are then
+    jax.jit(lambda v: model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)},
+                                  mutable=["batch_stats"]))(v)
     assert (seen["fused"], seen["pool"]) == ON_BLOCKS[arch]
 
     no_dropout = CpuNet(without_dropout(arch))
-    run = functools.partial(no_dropout.apply, v, x, train=True, mutable=["batch_stats"])
+
+    def run():
+        return jax.jit(lambda v: no_dropout.apply(v, x, train=True, mutable=["batch_stats"]))(v)
+
     out, stats = run()
     monkeypatch.setattr(cpu_net, "STAGES_ON_BLOCKS", False)
     plain_out, plain_stats = run()

@@ -1,5 +1,7 @@
 """The fast primitives equal the plain formulations, in value and gradient."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,10 +10,27 @@ import pytest
 from jaxmnist.cpu import ops
 
 
+def values_and_vjps(fast, plain, args, dy):
+    """Both functions' outputs and their gradients (with respect to every argument) for
+    cotangent dy, as one jitted program, as the train step runs them (run eagerly, every
+    op compiles on its own: 2-4x the compile time, which is most of this module's)."""
+    @jax.jit
+    def run(args, dy):
+        y_fast, vjp_fast = jax.vjp(fast, *args)
+        y_plain, vjp_plain = jax.vjp(plain, *args)
+        return y_fast, y_plain, vjp_fast(dy), vjp_plain(dy)
+
+    return run(args, dy)
+
+
 def assert_vjps_close(fast, plain, args, dy, rtol=1e-4, atol=1e-4):
     """The two functions' gradients (with respect to every argument) agree for cotangent dy."""
-    for f, p in zip(jax.vjp(fast, *args)[1](dy), jax.vjp(plain, *args)[1](dy)):
+    for f, p in zip(*values_and_vjps(fast, plain, args, dy)[2:]):
         np.testing.assert_allclose(f, p, rtol=rtol, atol=atol)
+
+
+def out_shape(fn, *args):
+    return jax.eval_shape(fn, *args).shape
 
 
 @pytest.mark.parametrize("k,pad,cin,cout,hw", [
@@ -24,12 +43,12 @@ def test_conv_value_and_gradients(k, pad, cin, cout, hw):
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, (4, hw, hw, cin))
     w = jax.random.normal(kw, (k, k, cin, cout)) * 0.3
-    y = ops.conv2d(x, w, pad)
-    np.testing.assert_allclose(y, ops.conv2d_reference(x, w, pad), rtol=1e-5, atol=1e-5)
-    dy = jax.random.normal(kd, y.shape)
-    fast = jax.vjp(lambda a, b: ops.conv2d(a, b, pad), x, w)[1](dy)
-    plain = jax.vjp(lambda a, b: ops.conv2d_reference(a, b, pad), x, w)[1](dy)
-    for f, p in zip(fast, plain):
+    plain = functools.partial(ops.conv2d_reference, padding=pad)
+    dy = jax.random.normal(kd, out_shape(plain, x, w))
+    y, ref, fast_grads, plain_grads = values_and_vjps(
+        functools.partial(ops.conv2d, padding=pad), plain, (x, w), dy)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    for f, p in zip(fast_grads, plain_grads):
         np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
 
 
@@ -49,7 +68,7 @@ def test_conv_vmapped_over_models_equals_each_model(cin, cout, hw):
 
     batched = jax.jit(jax.vmap(value_and_grads))(x, w, dy)
     for m in range(2):
-        alone = value_and_grads(x[m], w[m], dy[m])
+        alone = jax.jit(value_and_grads)(x[m], w[m], dy[m])
         for b, a in zip(batched, alone):
             np.testing.assert_allclose(b[m], a, rtol=1e-5, atol=1e-5)
 
@@ -61,14 +80,13 @@ def test_blocked_conv_any_geometry(k, pad, hw):
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(7), 3)
     x = jax.random.normal(kx, (3, hw, hw, 3))
     w = jax.random.normal(kw, (k, k, 3, 5)) * 0.3
-    y = ops._conv_blocked(x, w, pad)
-    ref = ops.conv2d_reference(x, w, pad)
-    assert y.shape == ref.shape
+    fast = functools.partial(ops._conv_blocked, padding=pad)
+    plain = functools.partial(ops.conv2d_reference, padding=pad)
+    assert out_shape(fast, x, w) == out_shape(plain, x, w)
+    dy = jax.random.normal(kd, out_shape(plain, x, w))
+    y, ref, fast_grads, plain_grads = values_and_vjps(fast, plain, (x, w), dy)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-    dy = jax.random.normal(kd, y.shape)
-    fast = jax.vjp(lambda a, b: ops._conv_blocked(a, b, pad), x, w)[1](dy)
-    plain = jax.vjp(lambda a, b: ops.conv2d_reference(a, b, pad), x, w)[1](dy)
-    for f, p in zip(fast, plain):
+    for f, p in zip(fast_grads, plain_grads):
         np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
 
 
@@ -98,9 +116,9 @@ def test_weight_gradient_whole_or_over_batch_halves(split, monkeypatch):
             return jax.vjp(lambda b: conv(x, b, 1), w)[1](dy)[0]
 
         fast = jax.jit(jax.vmap(lambda *a: kernel_gradient(ops.conv2d, *a)))(x, w, dy)
+        plain = jax.jit(functools.partial(kernel_gradient, ops.conv2d_reference))
         for m in range(2):
-            np.testing.assert_allclose(fast[m], kernel_gradient(ops.conv2d_reference, x[m], w[m], dy[m]),
-                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(fast[m], plain(x[m], w[m], dy[m]), rtol=1e-4, atol=1e-4)
     jaxpr = str(jax.make_jaxpr(lambda *a: kernel_gradient(ops.conv2d, *a))(x[0], w[0], dy[0]))
     assert jaxpr.count("conv_general_dilated") == (4 if split else 3)  # forward, input gradient, 1 or 2
 
@@ -134,10 +152,12 @@ def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
     def plain(a, b):
         return ops._space_to_depth(ops.conv2d_reference(a, b, pad))
 
-    yb = ops.conv2d_on_blocks(x, w, pad)
-    np.testing.assert_allclose(yb, plain(x, w), rtol=1e-5, atol=1e-5)
-    assert_vjps_close(lambda a, b: ops.conv2d_on_blocks(a, b, pad), plain, (x, w),
-                      jax.random.normal(kd, yb.shape))
+    yb, ref, fast_grads, plain_grads = values_and_vjps(
+        lambda a, b: ops.conv2d_on_blocks(a, b, pad), plain, (x, w),
+        jax.random.normal(kd, out_shape(plain, x, w)))
+    np.testing.assert_allclose(yb, ref, rtol=1e-5, atol=1e-5)
+    for f, p in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("k,hw", [(3, 24), (3, 26), (5, 16)])
@@ -153,21 +173,25 @@ def test_conv2d_blocks_to_blocks_and_back_to_pixels(k, hw):
     def fast(a, b):
         return ops.to_pixels(ops.conv2d_blocks_to_blocks(ops._space_to_depth(a), b))
 
-    np.testing.assert_allclose(fast(x, w), ops.conv2d_reference(x, w, 0), rtol=1e-5, atol=1e-5)
-    assert_vjps_close(fast, lambda a, b: ops.conv2d_reference(a, b, 0), (x, w),
-                      jax.random.normal(kd, (3, hw - k + 1, hw - k + 1, 6)))
+    y, ref, fast_grads, plain_grads = values_and_vjps(
+        fast, lambda a, b: ops.conv2d_reference(a, b, 0), (x, w),
+        jax.random.normal(kd, (3, hw - k + 1, hw - k + 1, 6)))
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    for f, p in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
 
 
 def test_max_pool_on_blocks_value_and_gradient_with_ties():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
     x = x.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
     x = jax.nn.relu(x)  # and many windows of zeros
-    xb = ops._space_to_depth(x)
-    np.testing.assert_array_equal(ops.max_pool_on_blocks(xb), ops.max_pool_reference(x))
     dy = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3))
-    g_fast = jax.vjp(lambda b: ops.max_pool_on_blocks(b), xb)[1](dy)[0]
-    g_plain = jax.vjp(ops.max_pool_reference, x)[1](dy)[0]
-    np.testing.assert_array_equal(ops.to_pixels(g_fast), g_plain)
+    # fast on blocks, plain on the pixels those blocks hold
+    y, ref, (g_fast,), (g_plain,) = values_and_vjps(
+        ops.max_pool_on_blocks, lambda b: ops.max_pool_reference(ops.to_pixels(b)),
+        (ops._space_to_depth(x),), dy)
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(g_fast, g_plain)
 
 
 def test_output_on_blocks_needs_blocks_and_an_even_output():
@@ -199,10 +223,12 @@ def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
     def fast(yb, s, o):
         return ops.bn_relu_max_pool_on_blocks(yb, s, o)
 
-    np.testing.assert_array_equal(fast(yb, scale, offset), plain(yb, scale, offset))
-    assert np.sum(np.asarray(plain(yb, scale, offset)) == 0) > 0
-    assert_vjps_close(fast, plain, (yb, scale, offset),
-                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3)), 1e-5, 1e-6)
+    out, ref, fast_grads, plain_grads = values_and_vjps(
+        fast, plain, (yb, scale, offset), jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3)))
+    np.testing.assert_array_equal(out, ref)
+    assert np.sum(np.asarray(ref) == 0) > 0
+    for f, p in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
@@ -220,10 +246,12 @@ def test_bn_relu_dropout_max_pool_value_and_gradient(rate):
     def fast(y, s, o):
         return ops.bn_relu_dropout_max_pool(y, s, o, ops.dropout_seed(key), rate)
 
-    np.testing.assert_array_equal(jax.jit(fast)(y, scale, offset), plain(y, scale, offset))
-    assert np.sum(np.asarray(plain(y, scale, offset)) == 0) > 0
-    assert_vjps_close(fast, plain, (y, scale, offset),
-                      jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, 3)), 1e-5, 1e-6)
+    out, ref, fast_grads, plain_grads = values_and_vjps(
+        fast, plain, (y, scale, offset), jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, 3)))
+    np.testing.assert_array_equal(out, ref)
+    assert np.sum(np.asarray(ref) == 0) > 0
+    for f, p in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -256,10 +284,9 @@ def test_max_pool_value_and_gradient_with_ties():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
     x = x.at[0, 0:2, 0:2, 0].set(1.5)  # a window of four equal maxima
     x = jax.nn.relu(x)  # and many windows of zeros
-    np.testing.assert_array_equal(ops.max_pool(x), ops.max_pool_reference(x))
     dy = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3))
-    g_fast = jax.vjp(ops.max_pool, x)[1](dy)[0]
-    g_plain = jax.vjp(ops.max_pool_reference, x)[1](dy)[0]
+    y, ref, (g_fast,), (g_plain,) = values_and_vjps(ops.max_pool, ops.max_pool_reference, (x,), dy)
+    np.testing.assert_array_equal(y, ref)
     np.testing.assert_array_equal(g_fast, g_plain)
 
 
@@ -276,11 +303,12 @@ def test_batch_moments_value_and_gradient(shape, g, groups):
     assert ops._rows_side_by_side(m, c) == g
     kx, kd = jax.random.split(jax.random.PRNGKey(3))
     x = jax.random.normal(kx, shape) * 2.0 + 0.5
-    for f, p in zip(ops.batch_moments(x, groups), ops.batch_moments_reference(x, groups)):
-        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5)
     dmean, dvar = jax.random.normal(kd, (2, c // groups))
-    fast, plain = (jax.vjp(lambda a: fn(a, groups), x)[1]((dmean, dvar))[0]
-                   for fn in (ops.batch_moments, ops.batch_moments_reference))
+    moments, ref, (fast,), (plain,) = values_and_vjps(
+        lambda a: ops.batch_moments(a, groups), lambda a: ops.batch_moments_reference(a, groups),
+        (x,), (dmean, dvar))
+    for f, p in zip(moments, ref):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
 
 

@@ -28,3 +28,9 @@ $S gap8k e4-oc-lr0.2 $G8 $OC --epochs 4 --lr 0.2
 $S gap8k e4-oc-lr0.2-ls0.1 $G8 $OC --epochs 4 --lr 0.2 --label-smoothing 0.1
 $S gap8k e4-oc-lr0.2-ls0.05 $G8 $OC --epochs 4 --lr 0.2 --label-smoothing 0.05
 $S gap8k e5-oc-lr0.2 $G8 $OC --epochs 5 --lr 0.2
+# gap7k, second search: 4 epochs fall short (above), so more epochs of the tuned peak 0.1,
+# and dropout off for the short schedule
+export SEARCH_SEEDS="0 1"
+$S gap7k e6-oc-lr0.1 $OC --epochs 6 --lr 0.1
+$S gap7k e8-oc-lr0.1 $OC --epochs 8 --lr 0.1
+$S gap7k e6-oc-lr0.1-do0 $OC --epochs 6 --lr 0.1 --dropout 0
