@@ -22,6 +22,7 @@ import sys
 import time
 
 import jaxmnist  # noqa: F401  (tunes XLA before JAX starts)
+from jaxmnist import cli  # stdlib only at import
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -125,8 +126,9 @@ def result_path(out_dir: str, arch: str, variant: str) -> str:
     return os.path.join(out_dir, f"{arch}.json" if variant == "seed" else f"{arch}-{variant}.json")
 
 
+@cli.main_wrapper  # --verbose, and third-party warnings hidden without it, as on train
 def main(argv=None) -> int:
-    from jaxmnist import cli, kernels, loop, models, parallel, recipes
+    from jaxmnist import kernels, loop, models, parallel, recipes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(models.ARCHS)}")

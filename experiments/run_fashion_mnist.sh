@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The five networks on Fashion-MNIST with their default recipes (tuned where it exists,
-# else the seed's), 3 seeds each, final-epoch test accuracy; one after another (each
+# else the seed's) and the speed variants, 3 seeds each, final-epoch test accuracy; one after another (each
 # resumes from its checkpoints if interrupted). Writes experiments/results/fashion_mnist/.
 #   FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist experiments/run_fashion_mnist.sh
 set -u
@@ -17,3 +17,5 @@ run gap7k tuned
 run gap9k tuned
 run fc16k seed
 run fc19k tuned
+run gap8k speed
+run gap7k speed

@@ -211,6 +211,16 @@ def _pool_stage_inputs(width: int):
     return y, jnp.array([1.0, 0.5, 2.0]), jnp.array([0.1, -0.2, 0.0])
 
 
+def assert_pool_stages_agree(fast, plain, args, pooled_shape):
+    """Exactly equal outputs, some pooled to zero, and gradients to every argument close."""
+    out, ref, fast_grads, plain_grads = values_and_vjps(
+        fast, plain, args, jax.random.normal(jax.random.PRNGKey(2), pooled_shape))
+    np.testing.assert_array_equal(out, ref)
+    assert np.sum(np.asarray(ref) == 0) > 0
+    for f, p in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-6)
+
+
 def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
     """Equals max_pool(relu(y * scale + offset)) on the plain pixels, gradients to yb,
     scale and offset included; ties go to the first maximum, all-zero windows pass none."""
@@ -223,12 +233,7 @@ def test_bn_relu_max_pool_on_blocks_value_and_gradient_with_ties():
     def fast(yb, s, o):
         return ops.bn_relu_max_pool_on_blocks(yb, s, o)
 
-    out, ref, fast_grads, plain_grads = values_and_vjps(
-        fast, plain, (yb, scale, offset), jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3)))
-    np.testing.assert_array_equal(out, ref)
-    assert np.sum(np.asarray(ref) == 0) > 0
-    for f, p in zip(fast_grads, plain_grads):
-        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-6)
+    assert_pool_stages_agree(fast, plain, (yb, scale, offset), (2, 4, 4, 3))
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
@@ -246,12 +251,7 @@ def test_bn_relu_dropout_max_pool_value_and_gradient(rate):
     def fast(y, s, o):
         return ops.bn_relu_dropout_max_pool(y, s, o, ops.dropout_seed(key), rate)
 
-    out, ref, fast_grads, plain_grads = values_and_vjps(
-        fast, plain, (y, scale, offset), jax.random.normal(jax.random.PRNGKey(2), (2, 4, 6, 3)))
-    np.testing.assert_array_equal(out, ref)
-    assert np.sum(np.asarray(ref) == 0) > 0
-    for f, p in zip(fast_grads, plain_grads):
-        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-6)
+    assert_pool_stages_agree(fast, plain, (y, scale, offset), (2, 4, 6, 3))
 
 
 @pytest.mark.slow
