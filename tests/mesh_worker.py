@@ -60,8 +60,12 @@ def main(out: str, root: str) -> None:
     (dp,), history, lines = final_variables(ds, [0], 4, f"{root}/dp")
     report["data_parallel"] = {**diff(alone[0], dp), "mesh": history[-1]["mesh"],
                                "log": [ln for ln in lines if ln.startswith(("mesh", "kernels"))]}
+    # scanned steps: the mesh run against the one-device run of the same steps per call, and
+    # that one against single calls (in this 4-device process; see test_parallel.py)
+    (alone_scan,), _, _ = final_variables(ds, [0], 1, f"{root}/alone-scan", steps_per_call=2)
     (dp_scan,), history, _ = final_variables(ds, [0], 4, f"{root}/dp-scan", steps_per_call=2)
-    report["data_parallel_scan"] = {**diff(alone[0], dp_scan), "mesh": history[-1]["mesh"]}
+    report["data_parallel_scan"] = {**diff(alone_scan, dp_scan), "mesh": history[-1]["mesh"]}
+    report["scan_on_one_of_four_devices"] = diff(alone[0], alone_scan)
     for k in (4, 2):
         each, history, _ = final_variables(ds, list(range(k)), 4, f"{root}/sweep{k}")
         report[f"sweep_k{k}"] = {"per_model": [diff(alone[m], each[m]) for m in range(k)],

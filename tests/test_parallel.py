@@ -45,7 +45,8 @@ def mesh_report(tmp_path_factory) -> dict:
 @pytest.mark.xdist_group("mesh")  # one mesh_report per run, not per process
 def test_data_parallel_equals_one_device(mesh_report):
     """One model, its batch split over 4 devices: the same steps, the same global
-    BatchNorm statistics (batch_stats are compared with the parameters)."""
+    BatchNorm statistics (batch_stats are compared with the parameters); with 2 steps per
+    call against the one-device run of 2 steps per call."""
     for name in ("data_parallel", "data_parallel_scan"):
         r = mesh_report[name]
         assert r["mesh"] == {"models": 1, "data": 4, "devices": 4, "platform": "cpu", "processes": 1}
@@ -53,6 +54,18 @@ def test_data_parallel_equals_one_device(mesh_report):
     assert mesh_report["data_parallel"]["log"][0] == "mesh: data=4 over 4 cpu device(s)"
     # the CPU lowering is for one device: auto falls back to plain on a mesh
     assert mesh_report["data_parallel"]["log"][1].startswith("kernels: plain lowering")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mesh")  # one mesh_report per run, not per process
+@pytest.mark.xfail(strict=False, reason=(
+    "known, open: in a process with 4 forced CPU devices, --steps-per-call 2 on one device "
+    "ends 0.034 away (weights of ~1) from single calls on a 2-core Intel Xeon, while 1 and 2 "
+    "forced devices agree to 2e-7; it passed on an AMD EPYC 7xx3. CPU runs default to 1 step "
+    "per call."))
+def test_scanned_steps_equal_single_calls_in_a_four_device_process(mesh_report):
+    r = mesh_report["scan_on_one_of_four_devices"]
+    assert r["max_abs_diff"] <= TOL * r["max_abs"], r
 
 
 @pytest.mark.slow
