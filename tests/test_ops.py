@@ -29,6 +29,14 @@ def assert_vjps_close(fast, plain, args, dy, rtol=1e-4, atol=1e-4):
         np.testing.assert_allclose(f, p, rtol=rtol, atol=atol)
 
 
+def assert_convs_agree(fast, plain, args, dy):
+    """Outputs within 1e-5 and gradients to every argument within 1e-4 of the plain ones."""
+    y, ref, fast_grads, plain_grads = values_and_vjps(fast, plain, args, dy)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    for f, p in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+
+
 def out_shape(fn, *args):
     return jax.eval_shape(fn, *args).shape
 
@@ -45,11 +53,7 @@ def test_conv_value_and_gradients(k, pad, cin, cout, hw):
     w = jax.random.normal(kw, (k, k, cin, cout)) * 0.3
     plain = functools.partial(ops.conv2d_reference, padding=pad)
     dy = jax.random.normal(kd, out_shape(plain, x, w))
-    y, ref, fast_grads, plain_grads = values_and_vjps(
-        functools.partial(ops.conv2d, padding=pad), plain, (x, w), dy)
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-    for f, p in zip(fast_grads, plain_grads):
-        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+    assert_convs_agree(functools.partial(ops.conv2d, padding=pad), plain, (x, w), dy)
 
 
 @pytest.mark.parametrize("cin,cout,hw", [(1, 8, 10), (4, 4, 10), (4, 32, 10), (16, 16, 10),
@@ -84,10 +88,7 @@ def test_blocked_conv_any_geometry(k, pad, hw):
     plain = functools.partial(ops.conv2d_reference, padding=pad)
     assert out_shape(fast, x, w) == out_shape(plain, x, w)
     dy = jax.random.normal(kd, out_shape(plain, x, w))
-    y, ref, fast_grads, plain_grads = values_and_vjps(fast, plain, (x, w), dy)
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-    for f, p in zip(fast_grads, plain_grads):
-        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+    assert_convs_agree(fast, plain, (x, w), dy)
 
 
 def test_conv2d_picks_blocks_for_large_narrow_layers():
@@ -152,12 +153,8 @@ def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
     def plain(a, b):
         return ops._space_to_depth(ops.conv2d_reference(a, b, pad))
 
-    yb, ref, fast_grads, plain_grads = values_and_vjps(
-        lambda a, b: ops.conv2d_on_blocks(a, b, pad), plain, (x, w),
-        jax.random.normal(kd, out_shape(plain, x, w)))
-    np.testing.assert_allclose(yb, ref, rtol=1e-5, atol=1e-5)
-    for f, p in zip(fast_grads, plain_grads):
-        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+    assert_convs_agree(lambda a, b: ops.conv2d_on_blocks(a, b, pad), plain, (x, w),
+                       jax.random.normal(kd, out_shape(plain, x, w)))
 
 
 @pytest.mark.parametrize("k,hw", [(3, 24), (3, 26), (5, 16)])
@@ -173,12 +170,8 @@ def test_conv2d_blocks_to_blocks_and_back_to_pixels(k, hw):
     def fast(a, b):
         return ops.to_pixels(ops.conv2d_blocks_to_blocks(ops._space_to_depth(a), b))
 
-    y, ref, fast_grads, plain_grads = values_and_vjps(
-        fast, lambda a, b: ops.conv2d_reference(a, b, 0), (x, w),
-        jax.random.normal(kd, (3, hw - k + 1, hw - k + 1, 6)))
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-    for f, p in zip(fast_grads, plain_grads):
-        np.testing.assert_allclose(f, p, rtol=1e-4, atol=1e-4)
+    assert_convs_agree(fast, lambda a, b: ops.conv2d_reference(a, b, 0), (x, w),
+                       jax.random.normal(kd, (3, hw - k + 1, hw - k + 1, 6)))
 
 
 def test_max_pool_on_blocks_value_and_gradient_with_ties():
