@@ -167,8 +167,13 @@ def torch_worker(args, recipe_dict: dict) -> dict:
     data_s = time.time() - t
 
     r = recipe_dict
-    if r.get("label_smoothing"):
-        raise SystemExit("the PyTorch worker trains with plain NLL; drop label smoothing")
+    unsupported = [f for f, plain in (("label_smoothing", 0.0), ("bn_lr", 1.0), ("ema", 0.0),
+                                      ("tta_rotation", 0.0)) if r.get(f, plain) != plain]
+    if r.get("schedule", "step") not in ("step", "onecycle"):
+        unsupported.append(f"schedule {r['schedule']}")
+    if unsupported:
+        raise SystemExit("the PyTorch worker trains the seeds' way (plain NLL, one lr, no "
+                         f"weight average, no test-time augmentation); drop {', '.join(unsupported)}")
     torch.set_num_threads(common.n_cores())
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)

@@ -80,6 +80,18 @@ def random_rotate(key, images, max_degrees: float, mode: str = "nearest", fill: 
     return rotate(images, angles, mode, fill)
 
 
+def tta_views(images, degrees: float):
+    """(V*N, ...) views for test-time augmentation, view-major: the images, then (degrees
+    > 0) the images rotated by +degrees and by -degrees. One batch of views keeps the
+    evaluation one network call."""
+    if degrees <= 0:
+        return images
+    n = images.shape[0]
+    angles = jnp.concatenate([jnp.full((n,), degrees), jnp.full((n,), -degrees)])
+    rotated = rotate(jnp.concatenate([images, images]), angles)
+    return jnp.concatenate([images, rotated])
+
+
 def normalize(images_u8, mean: float, std: float):
     """uint8 pixels -> float32 (x/255 - mean)/std, as ToTensor() + Normalize((mean,), (std,))."""
     return (images_u8.astype(jnp.float32) * (1.0 / 255.0) - mean) * (1.0 / std)

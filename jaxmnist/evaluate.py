@@ -98,7 +98,8 @@ def evaluate_workdir(workdir: str, step: int | None = None, best: bool = False,
         which = ", ".join(str(e) for e, _ in unreadable)
         log(f"warning: checkpoint for epoch {which} in {workdir} is unreadable "
             f"({unreadable[0][1]}); evaluating epoch {step}, the newest readable one")
-    state = state.replace(params=tree["params"], batch_stats=tree["batch_stats"])
+    state = state.replace(params=tree["params"], batch_stats=tree["batch_stats"],
+                          opt_state=tree["opt_state"])
 
     data = cli.load_data(dataset or ident["dataset"], data_dir, val_examples=0)
     result = loop.evaluate(step_lib.make_eval_fn(recipe, config.n_models), state, data.test)

@@ -145,7 +145,8 @@ def _load(workdir, ident, ckpt_dir, step, best, model, batch, kernels) -> Model:
     config = loop.RunConfig(recipe=recipe, seeds=seeds, kernels="plain")
     state, keys = loop.init_models(config, math.ceil(ident["train_examples"] / recipe.batch_size))
     tree, meta = checkpoint.restore(manager, epoch, checkpoint.state_tree(state, keys))
-    variables = {"params": tree["params"], "batch_stats": tree["batch_stats"]}
+    variables = {"params": step_lib.weights_for_eval(tree["params"], tree["opt_state"]),
+                 "batch_stats": tree["batch_stats"]}
     if len(seeds) > 1:  # stacked on a leading model axis
         variables = jax.tree_util.tree_map(lambda x: x[model], variables)
         meta = {**meta, "test_accuracy": _pick(meta.get("test_accuracy"), model),

@@ -8,7 +8,7 @@ update in one jitted function, fed uint8 images straight from the on-device data
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,47 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optax.GradientTransf
             learning_rate=lr, momentum=momentum, nesterov=recipe.nesterov)
     else:
         sgd = optax.sgd(lr, momentum=recipe.momentum or None, nesterov=recipe.nesterov)
-    if recipe.weight_decay:
-        return optax.chain(optax.add_decayed_weights(recipe.weight_decay), sgd)
-    return sgd
+    parts = [optax.add_decayed_weights(recipe.weight_decay)] if recipe.weight_decay else []
+    parts.append(sgd)
+    if recipe.bn_lr != 1.0:  # SGD's update is linear in lr: scaling it is a per-parameter lr
+        parts.append(optax.masked(optax.scale(recipe.bn_lr), batchnorm_mask))
+    if recipe.ema:
+        parts.append(average_weights(recipe.ema))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+class WeightAverage(NamedTuple):
+    ema: Any
+
+
+def average_weights(decay: float) -> optax.GradientTransformation:
+    """Keeps ema = decay * ema + (1 - decay) * (params + updates) in the optimiser state,
+    leaving the updates alone. In the optimiser state, the average is checkpointed, resumed
+    and split over models and devices with everything else there, by the code that
+    already does so."""
+
+    def init(params):  # a copy: the train step donates the state, params and average apart
+        return WeightAverage(jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params))
+
+    def update(updates, state, params):
+        ema = jax.tree_util.tree_map(lambda e, p, u: decay * e + (1.0 - decay) * (p + u),
+                                     state.ema, params, updates)
+        return updates, WeightAverage(ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def weights_for_eval(params, opt_state):
+    """The weights that evaluate: the recipe's average (`ema`) where it keeps one."""
+    found = [s for s in jax.tree_util.tree_leaves(
+        opt_state, is_leaf=lambda x: isinstance(x, WeightAverage)) if isinstance(s, WeightAverage)]
+    return found[0].ema if found else params
+
+
+def batchnorm_mask(params):
+    """True on the BatchNorm scales and biases (the modules every network names bn1, bn2, ...)."""
+    return {name: jax.tree_util.tree_map(lambda _: name.startswith("bn"), sub)
+            for name, sub in params.items()}
 
 
 def create_state(model: nn.Module, recipe: Recipe, key, steps_per_epoch: int) -> TrainState:
@@ -86,8 +124,17 @@ def train_step(state: TrainState, images, labels, key, *, recipe: Recipe):
 
 
 def eval_logits(apply_fn, params, batch_stats, images, recipe: Recipe):
-    x = augment.normalize(images, recipe.mean, recipe.std)
-    return apply_fn({"params": params, "batch_stats": batch_stats}, x, train=False)
+    """Eval-mode log-probabilities of uint8 images: every evaluation, prediction, export and
+    server answer goes through here. With test-time augmentation the log of the mean of
+    the views' probabilities (augment.tta_views), so it stays a distribution."""
+    views = augment.tta_views(images, recipe.tta_rotation)
+    x = augment.normalize(views, recipe.mean, recipe.std)
+    logp = apply_fn({"params": params, "batch_stats": batch_stats}, x, train=False)
+    n_views = views.shape[0] // images.shape[0]
+    if n_views == 1:
+        return logp
+    logp = logp.reshape(n_views, images.shape[0], logp.shape[-1])
+    return jax.nn.logsumexp(logp, axis=0) - jnp.log(float(n_views))
 
 
 def make_step(recipe: Recipe, n_models: int, kernels: str | None = None):
@@ -197,7 +244,7 @@ def make_eval_fn(recipe: Recipe, n_models: int, batch: int = EVAL_BATCH, layout=
         f = functools.partial(one_model, state.apply_fn)
         if n_models > 1:
             f = jax.vmap(f, in_axes=(0, 0, None, None))
-        return f(state.params, state.batch_stats, images, labels)
+        return f(weights_for_eval(state.params, state.opt_state), state.batch_stats, images, labels)
 
     if layout is None or layout.mesh is None:
         return jax.jit(fn)

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmnist import checkpoint, data, evaluate, loop, models, recipes, step, train
+from jaxmnist import augment, checkpoint, data, evaluate, inference, loop, models, recipes, step, train
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,16 @@ def test_onecycle_matches_torch(epochs, spe, pct):
     np.testing.assert_allclose(np.asarray(x), expected, rtol=1e-5)
 
 
+def test_triangle_schedule_exact_values():
+    """Linear 0 -> lr over round(pct_start * total) steps, then linear to 0 at the last step."""
+    recipe = recipes.SPEED["gap8k"].replace(schedule="triangle", lr=0.2, epochs=2, pct_start=0.25)
+    fn = recipes.schedule(recipe, 10)  # 20 steps: up over 5, down over 15
+    got = np.asarray(jax.vmap(fn)(jnp.arange(21)))
+    want = [0.2 * t / 5 for t in range(5)] + [0.2 * (1 - (t - 5) / 15) for t in range(5, 21)]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert recipes.momentum_schedule(recipe, 10) is None
+
+
 def test_bad_schedule_is_refused():
     with pytest.raises(ValueError, match="--schedule"):
         recipes.recipe_for("gap7k").replace(schedule="cosine").validate()
@@ -164,6 +174,77 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_labels():
         np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(ValueError, match="--label-smoothing"):
         recipe.replace(label_smoothing=1.0).validate()
+
+
+def test_bn_lr_scales_the_batchnorm_updates_only():
+    """bn_lr = c: the BatchNorm scales' and biases' updates (momentum, Nesterov and weight
+    decay included) are c times those of bn_lr = 1; every other parameter's are unchanged."""
+    recipe = recipes.SPEED["gap8k"]
+    params = {"bn1": {"scale": jnp.ones(3), "bias": jnp.zeros(3)},
+              "conv1": {"kernel": jnp.full((2, 3), 0.5)}}
+    grads = [jax.tree_util.tree_map(lambda p, t=t: jnp.cos(p + t) + t, params) for t in range(4)]
+
+    def updates(bn_lr):
+        tx = step.make_optimizer(recipe.replace(bn_lr=bn_lr), 10)
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(u)
+        return out
+
+    for base, scaled in zip(updates(1.0), updates(3.0)):
+        for name in ("scale", "bias"):
+            np.testing.assert_allclose(scaled["bn1"][name], 3.0 * base["bn1"][name], rtol=1e-6)
+        np.testing.assert_array_equal(scaled["conv1"]["kernel"], base["conv1"]["kernel"])
+    tree = models.init_variables(models.build("gap8k"), jax.random.PRNGKey(0))["params"]
+    masked = {k for k, v in step.batchnorm_mask(tree).items() if all(jax.tree_util.tree_leaves(v))}
+    assert masked == {f"bn{i}" for i in range(1, 8)}
+    with pytest.raises(ValueError, match="--bn-lr"):
+        recipe.replace(bn_lr=0.0).validate()
+
+
+def test_tta_is_the_mean_of_the_views_probabilities():
+    """tta_rotation = a: log of the mean of the probabilities of the image and of it rotated
+    by +a and -a degrees (augment.rotate, as training rotates); 0: the image alone."""
+    net = models.build("gap8k", kernels="plain")
+    v = models.init_variables(net, jax.random.PRNGKey(1))
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), np.uint8))
+    plain = recipes.SPEED["gap8k"]
+    tta = plain.replace(tta_rotation=6.0)
+
+    def logp(recipe, x):
+        return step.eval_logits(net.apply, v["params"], v["batch_stats"], x, recipe)
+
+    views = [images] + [augment.rotate(images, jnp.full((5,), a)) for a in (6.0, -6.0)]
+    want = np.log(np.mean([np.exp(logp(plain, x)) for x in views], axis=0))
+    got = logp(tta, images)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, rtol=1e-5)
+    assert not np.allclose(got, logp(plain, images), atol=1e-4)
+    with pytest.raises(ValueError, match="--tta-rotation"):
+        plain.replace(tta_rotation=-1.0).validate()
+
+
+def test_ema_keeps_the_average_of_the_weights_after_each_step():
+    """ema = d: after step t, ema_t = d * ema_(t-1) + (1 - d) * params_t, ema_0 = the initial
+    weights; the updates (so the training) are those without it; evaluation reads the average."""
+    recipe, d = recipes.SPEED["gap8k"], 0.75
+    params = {"bn1": {"scale": jnp.ones(3)}, "conv1": {"kernel": jnp.full((2, 3), 0.5)}}
+    with_ema = step.make_optimizer(recipe.replace(ema=d), 10)
+    without = step.make_optimizer(recipe, 10)
+    s_ema, s_plain, p, want = with_ema.init(params), without.init(params), params, params
+    for t in range(4):
+        g = jax.tree_util.tree_map(lambda x: jnp.sin(x + t) + t, p)
+        u_ema, s_ema = with_ema.update(g, s_ema, p)
+        u, s_plain = without.update(g, s_plain, p)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, u_ema, u)
+        p = optax.apply_updates(p, u)
+        want = jax.tree_util.tree_map(lambda e, x: d * e + (1 - d) * x, want, p)
+        got = step.weights_for_eval(p, s_ema)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+    assert step.weights_for_eval(p, s_plain) is p
+    with pytest.raises(ValueError, match="--ema"):
+        recipe.replace(ema=1.0).validate()
 
 
 def test_workdir_from_before_a_new_recipe_field_still_resumes(tmp_path):
@@ -246,6 +327,24 @@ def params_of(workdir, epoch=None):
     mgr = checkpoint.open_manager(os.path.join(workdir, "checkpoints"), read_only=True)
     tree, _ = checkpoint.restore(mgr, epoch or mgr.latest_step(), checkpoint.state_tree(state, keys))
     return tree
+
+
+def test_weight_average_and_tta_are_what_every_evaluation_reads(mnist, mnist_dir, tmp_path):
+    """A run with ema and tta_rotation: training's test accuracy, `evaluate` and the
+    inference model (predict, export, serve) all score the average weights with the views."""
+    wd = str(tmp_path / "w")
+    history = loop.run(loop.RunConfig(recipe=small_recipe(epochs=1, ema=0.9, tta_rotation=5.0),
+                                      workdir=wd, progress=False, plots=False),
+                       subset(mnist, 1000), log=lambda s: None)
+    report, preds = evaluate.evaluate_workdir(wd, data_dir=mnist_dir)
+    assert report["models"][0]["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"], abs=1e-9)
+    tree = params_of(wd)
+    average = step.weights_for_eval(tree["params"], tree["opt_state"])
+    assert not np.allclose(average["conv1"]["kernel"], tree["params"]["conv1"]["kernel"])
+    model = inference.load(wd)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, model.variables["params"], average)
+    agree = np.mean(model.log_probs(mnist.test.images).argmax(-1) == preds[0])
+    assert agree >= 0.9995, agree
 
 
 @pytest.mark.slow
