@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -143,13 +144,13 @@ def main_table(results: list[dict]) -> list[str]:
     return lines
 
 
-def with_table(readme: str, table: list[str]) -> str:
-    """readme with the text between its results markers replaced by `table`."""
-    if readme.count(START) != 1 or readme.count(END) != 1:
-        raise ValueError(f"README must hold {START} and {END} once each")
-    head, rest = readme.split(START)
-    _, tail = rest.split(END)
-    return head + START + "\n" + "\n".join(table) + "\n" + END + tail
+def with_table(readme: str, table: list[str], start: str = START, end: str = END) -> str:
+    """readme with the text between its `start` and `end` markers replaced by `table`."""
+    if readme.count(start) != 1 or readme.count(end) != 1:
+        raise ValueError(f"README must hold {start} and {end} once each")
+    head, rest = readme.split(start)
+    _, tail = rest.split(end)
+    return head + start + "\n" + "\n".join(table) + "\n" + end + tail
 
 
 SPEEDRUNS = os.path.join(os.path.dirname(HERE), "benchmarks", "results", "speedrun-*.json")
@@ -164,6 +165,30 @@ def load_speedruns(pattern: str = SPEEDRUNS) -> list[tuple[str, dict]]:
     return out
 
 
+SPEED_START, SPEED_END = "<!-- speedrun:start -->", "<!-- speedrun:end -->"
+
+
+def speedrun_summary(speedruns: list[tuple[str, dict]]) -> list[str]:
+    """One row per committed speedrun: the figures the README quotes, each from one machine."""
+    lines = ["| file | CPU (load average) | arch | seeds | epochs | final-epoch test % mean +- std | min | p, one-sided t-test against mean <= 99.40 | train s/run | s/epoch | PyTorch seed recipe: s to its first 99.4% epoch (epochs) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, report in speedruns:
+        sm, c = report["summary"], report["config"]
+        ours = [r for r in report["runs"] if r["impl"] == "jaxmnist" and not r.get("error")]
+        peer = next((r for r in report["runs"] if r["impl"] == "torch" and not r.get("error")), None)
+        key = f"seconds_to_{sm['target']:.1f}"  # time_to_accuracy.threshold_key
+        per_epoch = statistics.mean(r["train_s"] / r["epochs_run"] for r in ours)
+        peer_cell = (f"{peer[key]:.1f} ({peer['epochs_run']})" if peer and peer.get(key) is not None
+                     else "never" if peer else "-")
+        p = sm.get("p_mean_above_target")
+        lines.append(f"| `{name}` | {report['machine']['cpu']} ({report['machine']['load_average'][0]:.1f}) | "
+                     f"{c['arch']} | {sm['n']} | "
+                     f"{c['recipe']['epochs']} | {sm['mean']:.2f} +- {sm['std']:.2f} | {sm['min']:.2f} | "
+                     f"{'-' if p is None else f'{p:.3f}'} | "
+                     f"{sm['train_s_mean']:.1f} | {per_epoch:.1f} | {peer_cell} |")
+    return lines
+
+
 def render_speedruns(speedruns: list[tuple[str, dict]]) -> list[str]:
     """The speedrun section: each report's own table, as the script printed it."""
     if not speedruns:
@@ -175,6 +200,7 @@ def render_speedruns(speedruns: list[tuple[str, dict]]) -> list[str]:
              "N seeds of a `speed` recipe, each trained in its own process on all 60k images, with the",
              "PyTorch seed recipe's time to its first 99.4% epoch as the peer row, from one machine",
              "(`python benchmarks/time_to_accuracy.py --arch ARCH --variant speed --speedrun 10 --json ...`):"]
+    lines += [""] + speedrun_summary(speedruns)
     for name, report in speedruns:
         lines += ["", f"`benchmarks/results/{name}`:", "", time_to_accuracy.speedrun_table(report)]
     return lines
@@ -255,14 +281,18 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     parser.add_argument("--readme", default=README, help="README whose results table to write")
+    parser.add_argument("--speedruns", default=SPEEDRUNS, help="glob of speedrun reports to render")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     results = load_results(args.results_dir)
     fashion = load_results(os.path.join(args.results_dir, "fashion_mnist"))
-    text = render(results, load_checks(args.results_dir), fashion, load_speedruns())
+    speedruns = load_speedruns(args.speedruns)
+    text = render(results, load_checks(args.results_dir), fashion, speedruns)
     with open(args.readme) as f:
         readme = f.read()
     readme_text = with_table(readme, main_table(results))
+    if speedruns:
+        readme_text = with_table(readme_text, speedrun_summary(speedruns), SPEED_START, SPEED_END)
     if args.check:
         current = open(args.out).read() if os.path.exists(args.out) else ""
         stale = [path for path, now, want in ((args.out, current, text), (args.readme, readme, readme_text))

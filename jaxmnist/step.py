@@ -48,17 +48,16 @@ class WeightAverage(NamedTuple):
 
 def average_weights(decay: float) -> optax.GradientTransformation:
     """Keeps ema = decay * ema + (1 - decay) * (params + updates) in the optimiser state,
-    leaving the updates alone. In the optimiser state, the average is checkpointed, resumed
-    and split over models and devices with everything else there, by the code that
-    already does so."""
+    leaving the updates alone (optax.ema averages the updates, not the weights). In the
+    optimiser state, the average is checkpointed, resumed and split over models and
+    devices with everything else there, by the code that already does so."""
 
     def init(params):  # a copy: the train step donates the state, params and average apart
         return WeightAverage(jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params))
 
     def update(updates, state, params):
-        ema = jax.tree_util.tree_map(lambda e, p, u: decay * e + (1.0 - decay) * (p + u),
-                                     state.ema, params, updates)
-        return updates, WeightAverage(ema)
+        new = optax.apply_updates(params, updates)
+        return updates, WeightAverage(optax.incremental_update(new, state.ema, 1.0 - decay))
 
     return optax.GradientTransformation(init, update)
 

@@ -119,6 +119,26 @@ def test_check_runs_are_listed_apart_from_the_table(tmp_path):
     assert "## Checks" not in make_results.render([], [])
 
 
+def test_readme_speedrun_rows_are_the_committed_reports():
+    """The README's speedrun table has one row per committed speedrun report, and each row's
+    mean +- std, min, seeds, epochs and seconds per run are that report's."""
+    speedruns = make_results.load_speedruns()
+    assert speedruns, "no committed benchmarks/results/speedrun-*.json"
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    block = readme.split(make_results.SPEED_START)[1].split(make_results.SPEED_END)[0]
+    rows = block.strip().splitlines()[2:]
+    assert len(rows) == len(speedruns)
+    for (name, report), row in zip(speedruns, rows):
+        sm = report["summary"]
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[0] == f"`{name}`" and cells[2] == report["config"]["arch"]
+        assert cells[3:5] == [str(sm["n"]), str(report["config"]["recipe"]["epochs"])], row
+        assert cells[5:7] == [f"{sm['mean']:.2f} +- {sm['std']:.2f}", f"{sm['min']:.2f}"], row
+        per_seed = [r["final_accuracy"] for r in report["runs"] if r["impl"] == "jaxmnist"]
+        assert np.isclose(np.mean(per_seed), sm["mean"]) and cells[8] == f"{sm['train_s_mean']:.1f}"
+
+
 def test_fashion_mnist_results_get_their_own_table(tmp_path):
     """results/fashion_mnist/*.json render as a second table; the MNIST table ignores them."""
     result = {"arch": "gap8k", "variant": "tuned", "params": 7776, "epochs": 15, "seeds": [0, 1, 2],
@@ -133,7 +153,8 @@ def test_fashion_mnist_results_get_their_own_table(tmp_path):
     out = tmp_path / "RESULTS.md"
     readme = tmp_path / "README.md"
     readme.write_text(f"x\n{make_results.START}\n{make_results.END}\n")
-    files = ["--results-dir", str(tmp_path), "--out", str(out), "--readme", str(readme)]
+    files = ["--results-dir", str(tmp_path), "--out", str(out), "--readme", str(readme),
+             "--speedruns", str(tmp_path / "speedrun-*.json")]
     assert make_results.main(files) == 0
     text = out.read_text()
     assert "## Fashion-MNIST" in text
