@@ -115,7 +115,7 @@ class JaxTrain(Runner):
         config = loop.RunConfig(recipe=recipe, seeds=tuple(range(n_models)), kernels=kernels)
         self.state, _ = loop.init_models(config, steps_per_epoch)
         jax.block_until_ready(self.state)
-        self.fn = step_lib.make_train_fn(recipe, n_models, kernels)
+        self.fn = step_lib.make_train_fn(recipe, n_models, kernels, steps_per_epoch=steps_per_epoch)
         self.images, self.labels = images, labels
         shape = (b,) if n_models == 1 else (n_models, b)
         self.idx = [rng.integers(0, TRAIN_EXAMPLES, shape).astype(np.int32) for _ in range(KEY_POOL)]

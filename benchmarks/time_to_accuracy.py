@@ -168,7 +168,7 @@ def torch_worker(args, recipe_dict: dict) -> dict:
 
     r = recipe_dict
     unsupported = [f for f, plain in (("label_smoothing", 0.0), ("bn_lr", 1.0), ("ema", 0.0),
-                                      ("tta_rotation", 0.0)) if r.get(f, plain) != plain]
+                                      ("tta_rotation", 0.0), ("rotation_warmup", 0.0)) if r.get(f, plain) != plain]
     if r.get("schedule", "step") not in ("step", "onecycle"):
         unsupported.append(f"schedule {r['schedule']}")
     if unsupported:

@@ -71,8 +71,9 @@ def rotate(images, angles_deg, mode: str = "nearest", fill: float = 0.0):
 
 
 def random_rotate(key, images, max_degrees: float, mode: str = "nearest", fill: float = 0.0):
-    """Per-image angle ~ U[-max_degrees, +max_degrees], like RandomRotation(max_degrees)."""
-    if max_degrees <= 0:
+    """Per-image angle ~ U[-max_degrees, +max_degrees], like RandomRotation(max_degrees).
+    max_degrees may be traced (a scheduled range); a Python 0 skips the rotation."""
+    if isinstance(max_degrees, (int, float)) and max_degrees <= 0:
         return images
     angles = jax.random.uniform(
         key, (images.shape[0],), jnp.float32, -max_degrees, max_degrees

@@ -376,8 +376,10 @@ def run(
     if history and history[-1].get("kernels", lowering) != lowering:
         log(f"kernels changed on resume: epochs 1-{start_epoch} ran the "
             f"{history[-1]['kernels']} lowering, the rest runs the {lowering} one")
-    train_fn = step_lib.make_train_fn(recipe, k, lowering, layout=layout)
-    scan_fn = (step_lib.make_train_fn(recipe, k, lowering, per_call, layout=layout)
+    train_fn = step_lib.make_train_fn(recipe, k, lowering, layout=layout,
+                                      steps_per_epoch=steps_per_epoch)
+    scan_fn = (step_lib.make_train_fn(recipe, k, lowering, per_call, layout=layout,
+                                      steps_per_epoch=steps_per_epoch)
                if per_call > 1 else None)
     eval_fn = step_lib.make_eval_fn(recipe, k, layout=layout)
     tag = (lambda i: f"[seed {config.seeds[i]}] ") if k > 1 else (lambda i: "")

@@ -17,7 +17,7 @@ import optax
 from flax.training import train_state
 
 from jaxmnist import augment, kernels as kernels_lib, models
-from jaxmnist.recipes import Recipe, momentum_schedule, schedule
+from jaxmnist.recipes import Recipe, momentum_schedule, rotation_schedule, schedule
 
 
 class TrainState(train_state.TrainState):
@@ -98,10 +98,17 @@ def loss_of(log_probs, labels, recipe: Recipe):
     return (1.0 - e) * nll(log_probs, labels) - e * jnp.mean(log_probs, axis=-1)
 
 
-def train_step(state: TrainState, images, labels, key, *, recipe: Recipe):
-    """One SGD step on a uint8 batch (B, 28, 28, 1); returns (state, (loss, correct))."""
+def train_step(state: TrainState, images, labels, key, *, recipe: Recipe,
+               steps_per_epoch: int | None = None):
+    """One SGD step on a uint8 batch (B, 28, 28, 1); returns (state, (loss, correct)).
+    steps_per_epoch is needed only by a scheduled rotation range (rotation_warmup)."""
     rot_key, drop_key = jax.random.split(key)
-    x = augment.random_rotate(rot_key, images, recipe.rotation)
+    degrees = recipe.rotation
+    if recipe.rotation_warmup:
+        if steps_per_epoch is None:
+            raise ValueError("rotation_warmup needs the step's steps_per_epoch")
+        degrees = rotation_schedule(recipe, steps_per_epoch)(state.step)
+    x = augment.random_rotate(rot_key, images, degrees)
     x = augment.normalize(x, recipe.mean, recipe.std)
 
     def loss_fn(params):
@@ -136,14 +143,15 @@ def eval_logits(apply_fn, params, batch_stats, images, recipe: Recipe):
     return jax.nn.logsumexp(logp, axis=0) - jnp.log(float(n_views))
 
 
-def make_step(recipe: Recipe, n_models: int, kernels: str | None = None):
+def make_step(recipe: Recipe, n_models: int, kernels: str | None = None,
+              steps_per_epoch: int | None = None):
     """train_step for one model, or vmapped over a leading model axis of state/data/keys.
 
     Under the plain lowering K models are one plain vmap (grouped convolutions, which
     accelerators batch well); under the CPU lowering each model runs as its own copy of
     the one-model step (`jaxmnist.cpu.models_side_by_side`).
     """
-    step = functools.partial(train_step, recipe=recipe)
+    step = functools.partial(train_step, recipe=recipe, steps_per_epoch=steps_per_epoch)
     if n_models == 1:
         return step
     if kernels_lib.resolve(kernels) == "cpu":
@@ -154,7 +162,7 @@ def make_step(recipe: Recipe, n_models: int, kernels: str | None = None):
 
 
 def make_train_fn(recipe: Recipe, n_models: int, kernels: str | None = None,
-                  steps_per_call: int = 1, layout=None):
+                  steps_per_call: int = 1, layout=None, steps_per_epoch: int | None = None):
     """The jitted step fed from the on-device dataset: gathers batch `idx`, then steps.
 
     idx: (B,) or (K, B) indices into images/labels; key: (2,) or (K, 2). With
@@ -169,7 +177,7 @@ def make_train_fn(recipe: Recipe, n_models: int, kernels: str | None = None,
     pins its outputs: the state where it came from, the metrics replicated, so every
     process can read them.
     """
-    step = make_step(recipe, n_models, kernels)
+    step = make_step(recipe, n_models, kernels, steps_per_epoch)
     pinned = {} if layout is None or layout.mesh is None else {
         "out_shardings": (layout.state_sharding, layout.replicated)}
 

@@ -247,6 +247,37 @@ def test_ema_keeps_the_average_of_the_weights_after_each_step():
         recipe.replace(ema=1.0).validate()
 
 
+def test_rotation_warmup_grows_the_range_linearly_then_holds(mnist):
+    """rotation_warmup = w: the range is rotation * t / round(w * total) up to that step,
+    then rotation; a step at t = 0 trains on unrotated images, one past the ramp on the full
+    range with the same angles as without the warm-up."""
+    recipe = recipes.SPEED["gap8k"].replace(epochs=2, rotation_warmup=0.25)
+    fn = recipes.rotation_schedule(recipe, 10)  # 20 steps: ramp over 5
+    got = np.asarray(jax.vmap(fn)(jnp.arange(8)))
+    np.testing.assert_allclose(got, [7.0 * t / 5 for t in range(5)] + [7.0] * 3, rtol=1e-6)
+    assert recipes.rotation_schedule(recipes.SPEED["gap8k"], 10) is None
+
+    images, labels = jnp.asarray(mnist.train.images[:64]), jnp.asarray(mnist.train.labels[:64])
+    key = jax.random.PRNGKey(3)
+
+    def one_step(r, at_step):
+        state, _ = loop.init_models(loop.RunConfig(recipe=r), 10)
+        state = state.replace(step=jnp.asarray(at_step, jnp.int32))
+        new, (loss, _) = step.train_step(state, images, labels, key, recipe=r, steps_per_epoch=10)
+        return new.params, float(loss)
+
+    for at_step, same_as in ((0, recipe.replace(rotation=0.0, rotation_warmup=0.0)),
+                             (6, recipe.replace(rotation_warmup=0.0))):
+        got, loss = one_step(recipe, at_step)
+        want, want_loss = one_step(same_as, at_step)
+        assert np.isclose(loss, want_loss, rtol=1e-6), (at_step, loss, want_loss)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                               got, want)
+    assert not np.isclose(one_step(recipe, 0)[1], one_step(recipe.replace(rotation_warmup=0.0), 0)[1])
+    with pytest.raises(ValueError, match="--rotation-warmup"):
+        recipe.replace(rotation_warmup=1.5).validate()
+
+
 def test_workdir_from_before_a_new_recipe_field_still_resumes(tmp_path):
     """run.json written without a field added since (its default reproduces the old run)."""
     ident = {"arch": "gap8k", "recipe": recipes.recipe_for("gap8k").to_dict(), "seeds": [0]}

@@ -65,3 +65,14 @@ $S gap8k e3-tri-lr0.1-pct0.2 $G8 $TRI --epochs 3 --lr 0.1 --pct-start 0.2
 $S gap8k e3-oc-lr0.2-pct0.45 $G8 $OC --epochs 3 --lr 0.2 --pct-start 0.45
 $S gap8k e3-oc-lr0.2-wd0 --nesterov --weight-decay 0 $OC --epochs 3 --lr 0.2
 $S gap8k e3-oc-lr0.2-tta10-bnlr3 $G8 $OC --epochs 3 --lr 0.2 --tta-rotation 10 --bn-lr 3
+# gap8k, eighth search, 3 epochs: label smoothing, and batches 256 and 512 with the peak
+# scaled linearly (0.4, 0.8) or by the square root (0.28, 0.4)
+$S gap8k e3-oc-lr0.2-ls0.05 $G8 $OC --epochs 3 --lr 0.2 --label-smoothing 0.05
+$S gap8k e3-oc-lr0.4-bs256 $G8 $OC --epochs 3 --lr 0.4 --batch-size 256
+$S gap8k e3-oc-lr0.28-bs256 $G8 $OC --epochs 3 --lr 0.28 --batch-size 256
+$S gap8k e3-oc-lr0.8-bs512 $G8 $OC --epochs 3 --lr 0.8 --batch-size 512
+$S gap8k e3-oc-lr0.4-bs512 $G8 $OC --epochs 3 --lr 0.4 --batch-size 512
+# gap8k, ninth search, 3 epochs: less rotation early, the range growing from 0 to +-7 deg
+# over the warm-up (0.3 of the steps) or over the whole run
+$S gap8k e3-oc-lr0.2-rotwarm0.3 $G8 $OC --epochs 3 --lr 0.2 --rotation-warmup 0.3
+$S gap8k e3-oc-lr0.2-rotwarm1 $G8 $OC --epochs 3 --lr 0.2 --rotation-warmup 1
