@@ -185,15 +185,39 @@ def test_speed_variant_is_the_searched_recipe():
         recipes.variant("gap9k", "speed")
 
 
-def test_speed_search_md_is_generated_from_the_committed_logs():
-    """The speed-search table recipes.py's `speed` variants cite is what the logs say."""
+def _speed_summarize():
+    """experiments/search/speed/summarize.py (not importable as `summarize`: the parent
+    search's module has that name)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(  # not `summarize`: the parent search's module has that name
+    spec = importlib.util.spec_from_file_location(
         "speed_summarize", os.path.join(ROOT, "experiments", "search", "speed", "summarize.py"))
     speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(speed)
+    return speed
+
+
+def test_speed_search_md_is_generated_from_the_committed_logs():
+    """The speed-search tables recipes.py's `speed` variants cite are what the logs say."""
+    speed = _speed_summarize()
     with open(os.path.join(ROOT, "experiments", "search", "speed", "SEARCH.md")) as f:
         committed = f.read()
-    table = speed.table(speed.load())
-    assert "| gap8k | e4-oc-lr0.2 | 4 | 4 | 99.17 +- 0.06 |" in table and table in committed
+    results = speed.load()
+    table, paired = speed.table(results), speed.paired(results)
+    assert "| gap8k | e4-oc-lr0.2 | 4 | 12 |" in table and table in committed
+    assert "| gap8k | e4-oc-lr0.2-tta10 | 4 | e4-oc-lr0.2 | 4 |" in paired and paired in committed
+
+
+def test_paired_search_table_compares_candidates_on_shared_seeds_only():
+    speed = _speed_summarize()
+    run = lambda seed, val, epochs=4: {"seed": seed, "val": val, "loss": 0.03, "epochs": epochs, "train_s": 1.0}
+    results = {"gap8k": {
+        "e4-oc-lr0.2": [run(0, 99.0), run(1, 99.1), run(2, 99.2)],
+        "e4-trick": [run(1, 99.2), run(2, 99.1), run(3, 99.9)],  # seed 3 has no partner
+        "e4-lonely": [run(2, 99.9), run(5, 99.9)],  # one pair only: no row
+        "e3-other": [run(0, 99.9, 3), run(1, 99.9, 3)],  # 3 epochs: against e3-oc-lr0.2, absent
+        "e4-same": [run(0, 99.0), run(1, 99.1)],
+    }}
+    rows = speed.paired(results).splitlines()[2:]
+    assert rows == ["| gap8k | e4-same | 4 | e4-oc-lr0.2 | 2 | +0.000 +- 0.000 | 0/0/2 |",
+                    "| gap8k | e4-trick | 4 | e4-oc-lr0.2 | 2 | +0.000 +- 0.141 | 1/1/0 |"]

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load(root: str = HERE) -> dict[str, dict[str, list[dict]]]:
-    """{arch: {config: [{val, loss, epochs, train_s} per seed]}} from ARCH/CONFIG-sSEED.jsonl:
+    """{arch: {config: [{seed, val, loss, epochs, train_s} per seed]}} from ARCH/CONFIG-sSEED.jsonl:
     the final epoch's validation accuracy and loss, the epochs run, and the trainer's
     per-epoch train seconds summed (the first epoch's compilation included)."""
     out: dict[str, dict[str, list[dict]]] = collections.defaultdict(dict)
@@ -34,7 +34,7 @@ def load(root: str = HERE) -> dict[str, dict[str, list[dict]]]:
         if not rows or rows[-1].get("val_accuracy") is None:
             continue
         out[arch].setdefault(match.group(1), []).append({
-            "val": rows[-1]["val_accuracy"], "loss": rows[-1]["val_loss"], "epochs": rows[-1]["epoch"],
+            "seed": int(match.group(2)), "val": rows[-1]["val_accuracy"], "loss": rows[-1]["val_loss"], "epochs": rows[-1]["epoch"],
             "train_s": sum(r.get("train_seconds", r["seconds"]) for r in rows)})
     return out
 
