@@ -73,8 +73,8 @@ def paired(results: dict[str, dict[str, list[dict]]]) -> str:
                 if len(diffs) < 2:
                     continue
                 mean = round(statistics.mean(diffs), 9) + 0.0  # no "-0.000" from float noise
-                tally = "/".join(str(sum(1 for d in diffs if test(d))) for test in
-                                 (lambda d: d > 1e-9, lambda d: d < -1e-9, lambda d: abs(d) <= 1e-9))
+                better, worse = sum(d > 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs)
+                tally = f"{better}/{worse}/{len(diffs) - better - worse}"
                 rows.append((-epochs, -mean, f"| {arch} | {config} | {epochs} | {base} | {len(diffs)} | "
                              f"{mean:+.3f} +- {statistics.stdev(diffs):.3f} | {tally} |"))
         lines += [row for *_, row in sorted(rows)]
