@@ -21,51 +21,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from jaxmnist import machine
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch")
 MEAN, STD = 0.1307, 0.3081  # the seeds' Normalize((0.1307,), (0.3081,))
 
 
-def _first_cpu_info() -> dict[str, str]:
-    """The first CPU's block of /proc/cpuinfo as {key: value}; {} where there is none."""
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = (part.strip() for part in line.partition(":"))
-                info[key] = value
-    except OSError:
-        pass
-    return info
-
-
-def cpu_model() -> str:
-    return _first_cpu_info().get("model name") or platform.processor() or platform.machine()
-
-
-# ISA extensions that decide which kernels XLA, oneDNN and Eigen can use.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
-             "amx_bf16", "amx_int8", "sve", "asimd")
-
-
-def cpu_id() -> dict[str, Any]:
-    """Vendor, family/model/stepping and the ISA extensions of interest, from /proc/cpuinfo.
-
-    Two VMs can print the same model name ("Intel(R) Xeon(R) Processor") and run these
-    networks at speeds 2x apart (this project's results files come from an AMD EPYC and an
-    Intel Xeon model 207), so result files record which CPU they came from.
-    """
-    fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model",
-              "stepping": "stepping"}
-    block = _first_cpu_info()
-    info: dict[str, Any] = {name: block[key] for key, name in fields.items() if key in block}
-    flags = block.get("flags", block.get("Features"))
-    if flags is not None:
-        present = set(flags.split())
-        info["isa"] = [flag for flag in ISA_FLAGS if flag in present]
-    return info
+cpu_model, cpu_id = machine.cpu_model, machine.cpu_id
 
 
 def cpu_label(machine: dict[str, Any]) -> str:
@@ -121,23 +84,19 @@ def jax_devices() -> list[str]:
 
 
 def machine_info(with_jax: bool = True) -> dict[str, Any]:
-    """What a reader needs to compare two result files. `with_jax` imports jax."""
-    info: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "cpu_id": cpu_id(),
-        "cores": n_cores(),
+    """What a reader needs to compare two result files: `jaxmnist.machine.describe()`
+    (which imports jax, with `with_jax`) and the benchmark's own context."""
+    info: dict[str, Any] = machine.describe(with_jax=with_jax)
+    info.update({
+        "versions": versions(),
         "os_cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "versions": versions(),
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "JAXMNIST_TUNE": os.environ.get("JAXMNIST_TUNE", "1"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "git": git_state(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average": load_average(),
-    }
-    if with_jax:
-        info["device"] = jax_devices()
+    })
     return info
 
 
@@ -286,7 +245,7 @@ def torch_rotate_nearest(x, angles_deg):
     grid_sample(mode='nearest', padding_mode='zeros', align_corners=False), which maps
     the same way; nearest rounds half-to-even where PIL floors, so a pixel can differ
     where a source coordinate lands exactly on a pixel edge (measure zero; the tests
-    check agreement with jaxmnist.augment.rotate). Square images only (MNIST).
+    check agreement with jaxmnist.data.augment.rotate). Square images only (MNIST).
     """
     import math
 

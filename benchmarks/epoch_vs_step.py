@@ -2,7 +2,7 @@
 
     python benchmarks/epoch_vs_step.py --arch fc19k [--rounds 3] [--epochs 3] [--json out.json]
 
-An epoch of `jaxmnist.loop.run` does more than the step that `step_throughput.py` times:
+An epoch of `jaxmnist.train.loop.train_and_evaluate` does more than the step that `step_throughput.py` times:
 it draws the epoch's shuffled batch plan and step keys, feeds 469 index arrays from the
 host, reads the loss and accuracy back every 50 steps, and runs the last partial batch
 (96 images, its own compiled shape). This times both, in one process, taking turns:
@@ -16,10 +16,10 @@ rounds); the issue's target is an epoch within 5% of the step.
 
 from __future__ import annotations
 
-import jaxmnist  # first: XLA flags and malloc options before JAX starts
+from jaxmnist import machine  # process tuning (first: before JAX starts)
 
 if __name__ == "__main__":
-    jaxmnist.use_huge_pages()
+    machine.prepare_command()
 
 import argparse
 import math
@@ -34,7 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import step_throughput  # noqa: E402  (its JaxTrain runner times make_train_fn)
 
-from jaxmnist import cli, data as data_lib, loop, models, recipes  # noqa: E402
+from jaxmnist import cli
+from jaxmnist import data as data_lib
+from jaxmnist.train import loop
+from jaxmnist import nets
+from jaxmnist.train import recipes
 
 
 def measure(arch: str, ds: data_lib.Dataset, rounds: int, epochs: int,
@@ -48,7 +52,7 @@ def measure(arch: str, ds: data_lib.Dataset, rounds: int, epochs: int,
     bare.timed(3)  # compile
     out = []
     for r in range(rounds):
-        history = loop.run(loop.RunConfig(recipe=recipe, seeds=(r,), progress=False, plots=False),
+        history = loop.train_and_evaluate(loop.RunConfig(recipe=recipe, seeds=(r,), progress=False, plots=False),
                            ds, log=lambda _: None)
         epoch_rates = [rec["images_per_s"] for rec in history[1:]]
         step_rate = steps * recipe.batch_size / bare.timed(steps)
@@ -64,7 +68,7 @@ def measure(arch: str, ds: data_lib.Dataset, rounds: int, epochs: int,
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="fc19k", choices=list(models.ARCHS))
+    p.add_argument("--arch", default="fc19k", choices=list(nets.ARCHS))
     p.add_argument("--variant", choices=recipes.VARIANTS, default=None)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3,

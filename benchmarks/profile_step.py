@@ -18,10 +18,10 @@ reductions), the thread pool waiting for work, the kernel. Needs `perf` on PATH
 
 from __future__ import annotations
 
-import jaxmnist  # first: XLA flags and malloc options before JAX starts
+from jaxmnist import machine  # process tuning (first: before JAX starts)
 
 if __name__ == "__main__":
-    jaxmnist.use_huge_pages()
+    machine.prepare_command()
 
 import argparse
 import bisect
@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import step_throughput  # noqa: E402
 
-from jaxmnist import models, recipes  # noqa: E402
+from jaxmnist import nets
+from jaxmnist.train import recipes
 
 _SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"),
                  ("value", "<u8"), ("size", "<u8")])
@@ -266,7 +267,7 @@ def table(result: dict, top: int) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="fc19k", choices=list(models.ARCHS))
+    p.add_argument("--arch", default="fc19k", choices=list(nets.ARCHS))
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--top", type=int, default=30, help="how many kernels to list")
     p.add_argument("--json", metavar="PATH")

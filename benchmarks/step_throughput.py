@@ -5,7 +5,7 @@
         [--torch-augment] [--json out.json] [--quick]
 
 For each arch and batch size, images/s of
-  * `jaxmnist`: `jaxmnist.step.make_train_fn(recipe, 1)`, the very function the trainer
+  * `jaxmnist`: `jaxmnist.train.step.make_train_fn(recipe, 1)`, the very function the trainer
     runs, called as `state, metrics = fn(state, images, labels, idx, key)` on a synthetic
     on-device uint8 dataset (60,000 random images and labels) with host-side int32 index
     batches and PRNG keys precomputed outside the timed region; the step gathers the
@@ -16,7 +16,7 @@ For each arch and batch size, images/s of
   * `torch-compile`: the same step (forward, backward, SGD update) under torch.compile;
     a failure is recorded in the JSON and the benchmark goes on;
 and, once per arch, inference over `--eval-images` images: `jaxmnist-eval`
-(`make_eval_fn(recipe, 1)`, the trainer's eval: batches of `jaxmnist.step.EVAL_BATCH`
+(`make_eval_fn(recipe, 1)`, the trainer's eval: batches of `jaxmnist.train.step.EVAL_BATCH`
 inside one jit) and `torch-eager-eval` (model.eval(), torch.no_grad(), the same batches).
 
 Each implementation runs in its own worker process (spawned by this script, which only
@@ -36,10 +36,10 @@ multi-threaded PyTorch collapses first (its OpenMP barriers wait for descheduled
 threads), and the output says so when the load average is high.
 """
 
-import jaxmnist  # first: sets XLA flags and malloc options before JAX starts
+from jaxmnist import machine  # process tuning (first: before JAX starts)
 
 if __name__ == "__main__":
-    jaxmnist.use_huge_pages()  # as the trainer does; the workers inherit it
+    machine.prepare_command()  # as the trainer does; the workers inherit it
 
 import argparse
 import json
@@ -58,10 +58,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from jaxmnist import loop, models, recipes, step as step_lib  # noqa: E402
+from jaxmnist.train import loop
+from jaxmnist.train import state as state_lib
+from jaxmnist import nets
+from jaxmnist.train import recipes
+from jaxmnist.train import step as step_lib
 
 IMPLS = ("jaxmnist", "jaxmnist-plain", "torch-eager", "torch-compile")
-JAX_KERNELS = {"jaxmnist": "cpu", "jaxmnist-plain": "plain"}  # impl -> jaxmnist's --kernels
+JAX_LOWERINGS = {"jaxmnist": "cpu", "jaxmnist-plain": "plain"}  # impl -> jaxmnist's --lowering
 REFERENCE_IMPLS = ("torch-eager", "torch-eager-eval")  # what the ratios divide by
 TRAIN_EXAMPLES = 60_000  # the synthetic on-device dataset, MNIST's training-set size
 KEY_POOL = 64  # distinct (idx, key) / torch batches, cycled through during a repeat
@@ -104,18 +108,18 @@ class Runner:
 
 class JaxTrain(Runner):
     """The trainer's step; with n_models > 1 the K-model step of `--mode vmap`.
-    kernels="cpu" is `jaxmnist` (the CPU lowering), "plain" is `jaxmnist-plain`."""
+    lowering="cpu" is `jaxmnist` (the CPU lowering), "plain" is `jaxmnist-plain`."""
 
     def __init__(self, recipe: recipes.Recipe, images, labels, rng: np.random.Generator,
-                 n_models: int = 1, kernels: str = "cpu"):
-        self.impl = next(i for i, k in JAX_KERNELS.items() if k == kernels)
+                 n_models: int = 1, lowering: str = "cpu"):
+        self.impl = next(i for i, k in JAX_LOWERINGS.items() if k == lowering)
         b = recipe.batch_size
         self.images_per_call = b * n_models
         steps_per_epoch = math.ceil(TRAIN_EXAMPLES / b)
-        config = loop.RunConfig(recipe=recipe, seeds=tuple(range(n_models)), kernels=kernels)
-        self.state, _ = loop.init_models(config, steps_per_epoch)
+        self.state, _ = state_lib.init_models(recipe, tuple(range(n_models)), steps_per_epoch,
+                                              lowering)
         jax.block_until_ready(self.state)
-        self.fn = step_lib.make_train_fn(recipe, n_models, kernels, steps_per_epoch=steps_per_epoch)
+        self.fn = step_lib.make_train_fn(recipe, n_models, lowering, steps_per_epoch=steps_per_epoch)
         self.images, self.labels = images, labels
         shape = (b,) if n_models == 1 else (n_models, b)
         self.idx = [rng.integers(0, TRAIN_EXAMPLES, shape).astype(np.int32) for _ in range(KEY_POOL)]
@@ -364,10 +368,10 @@ def build_runner(spec: dict, data=None) -> Runner:
                           augment=spec["torch_augment"])
     images, labels = jax.device_put(images_np), jax.device_put(labels_np)
     if impl == "jaxmnist-eval":
-        state, _ = loop.init_models(loop.RunConfig(recipe=recipes.recipe_for(arch)), 1)
+        state, _ = state_lib.init_models(recipes.recipe_for(arch), (0,), 1)
         n = spec["eval_images"]
         return JaxEval(recipes.recipe_for(arch), state, images[:n], labels[:n])
-    return JaxTrain(recipe, images, labels, rng, kernels=JAX_KERNELS[impl])
+    return JaxTrain(recipe, images, labels, rng, lowering=JAX_LOWERINGS[impl])
 
 
 class WorkerRunner(Runner):
@@ -511,9 +515,9 @@ def run(args) -> dict[str, Any]:
 def notes(args, machine, warning) -> list[str]:
     out = [
         "Synthetic data: random uint8 images and labels (speed does not depend on pixel values).",
-        "jaxmnist: jaxmnist.step.make_train_fn(recipe, 1, 'cpu'), the trainer's step under the "
-        "CPU lowering (jaxmnist/cpu); jaxmnist-plain: the same step under the plain lowering "
-        "(models.Net, the GPU/TPU default). Both include "
+        "jaxmnist: jaxmnist.train.step.make_train_fn(recipe, 1, 'cpu'), the trainer's step under the "
+        "CPU lowering (jaxmnist/nets/cpu); jaxmnist-plain: the same step under the plain lowering "
+        "(nets.Net, the GPU/TPU default). Both include "
         "the batch gather from the on-device uint8 dataset, per-image random rotation, "
         "normalisation, forward/backward with BatchNorm and dropout, and the SGD update.",
     ]
@@ -594,7 +598,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=None,
-                   help=f"'all' or names from {', '.join(models.ARCHS)} (default all)")
+                   help=f"'all' or names from {', '.join(nets.ARCHS)} (default all)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None,
                    help="training batch sizes (default 64 128 256 512)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 9)")
@@ -633,9 +637,9 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.archs == ["all"]:
-        args.archs = list(models.ARCHS)
+        args.archs = list(nets.ARCHS)
     for a in args.archs:
-        models.check_arch(a)
+        nets.check_arch(a)
     if args.no_compile:
         args.impls = [i for i in args.impls if i != "torch-compile"]
     if args.warmup < 1 or args.repeats < 1 or (args.steps is not None and args.steps < 1):

@@ -24,7 +24,7 @@ Times are taken right after each epoch's evaluation on all 10,000 test images; t
 reported time to a threshold is the first epoch whose test accuracy reaches it
 (null if none does).
 
-* jaxmnist: `jaxmnist.loop.run(RunConfig(recipe, progress=False, plots=False), data)`,
+* jaxmnist: `jaxmnist.train.loop.train_and_evaluate(RunConfig(recipe, progress=False, plots=False), data)`,
   i.e. the trainer without a workdir (no checkpoints are written; the PyTorch side
   writes none either).
 * PyTorch: benchmarks/torch_reference.py's network, torch.optim.SGD with the recipe's
@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (stdlib + numpy only: the torch worker must not import jax)
 
 IMPLS = ("jaxmnist", "torch")
-EVAL_BATCH = 200  # jaxmnist.step.EVAL_BATCH (this module stays jax-free; a test checks they agree)
+EVAL_BATCH = 200  # jaxmnist.train.step.EVAL_BATCH (this module stays jax-free; a test checks they agree)
 
 
 def threshold_key(thr: float) -> str:
@@ -110,13 +110,17 @@ def _elapsed(t_spawn: float, data_s: float) -> float:
 
 
 def jax_worker(args, recipe_dict: dict) -> dict:
-    import jaxmnist  # noqa: F401  # before jax: XLA flags, malloc options
+    from jaxmnist import machine
+
+    machine.tune_process()  # before jax: XLA flags, malloc options
 
     t = time.time()
     ds = _load_data(args.data_dir, args.train_examples)
     data_s = time.time() - t
 
-    from jaxmnist import loop, recipes
+    from jaxmnist.train import loop
+
+    from jaxmnist.train import recipes
 
     recipe = recipes.Recipe(**recipe_dict)
     stamps: dict[int, float] = {}
@@ -134,7 +138,7 @@ def jax_worker(args, recipe_dict: dict) -> dict:
         print(f"[jaxmnist] {line}", flush=True)
 
     config = loop.RunConfig(recipe=recipe, seeds=(args.seed,), progress=False, plots=False)
-    history = loop.run(config, ds, log=log)
+    history = loop.train_and_evaluate(config, ds, log=log)
     import jax
 
     epochs = []
@@ -488,7 +492,7 @@ def main(argv=None) -> dict | None:
     machine = common.machine_info(with_jax=False)  # the parent never starts JAX
 
     # The recipe comes from jaxmnist (importing it imports jax, in this idle parent only).
-    from jaxmnist import recipes
+    from jaxmnist.train import recipes
 
     recipe = recipes.variant(args.arch, args.variant)
     epochs = args.epochs or recipe.epochs
@@ -519,7 +523,7 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
-    import jaxmnist
+    from jaxmnist import machine
 
-    jaxmnist.use_huge_pages()  # both trainers' processes inherit it
+    machine.use_huge_pages()  # both trainers' processes inherit it
     main()

@@ -2,7 +2,7 @@
 
 Written from the seed documents (../shared/seeds/00x_*.txt) in the seeds' own style
 (NCHW, nn.Conv2d / nn.BatchNorm2d / nn.Dropout, F.relu, F.max_pool2d, log_softmax), with
-the reconstruction choices documented in `jaxmnist.models` wherever a seed leaves
+the reconstruction choices documented in `jaxmnist.nets.archs` wherever a seed leaves
 something open (ReLU/BN order, dropout rates, the 1x1 transitions, biases).
 
 `load_jax_variables` copies a jaxmnist `variables` dict into one of these modules so the

@@ -21,8 +21,9 @@ import platform
 import sys
 import time
 
-import jaxmnist  # noqa: F401  (tunes XLA before JAX starts)
-from jaxmnist import cli  # stdlib only at import
+import jaxmnist
+from jaxmnist import cli, machine
+from jaxmnist.files import atomic_write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,28 +37,7 @@ def _git_state() -> str | None:
 
 
 def machine_info() -> dict:
-    import jax
-    import flax
-    import optax
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "device": str(jax.devices()[0]),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "jaxmnist": jaxmnist.__version__,
-        "git": _git_state(),
-        "huge_pages": "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""),
-    }
+    return {**machine.describe(), "git": _git_state()}
 
 
 def summarize(history: list[dict], seeds: list[int]) -> dict:
@@ -128,10 +108,14 @@ def result_path(out_dir: str, arch: str, variant: str) -> str:
 
 @cli.main_wrapper  # --verbose, and third-party warnings hidden without it, as on train
 def main(argv=None) -> int:
-    from jaxmnist import kernels, loop, models, parallel, recipes
+    from jaxmnist.nets import lowering as lowering_lib
+    from jaxmnist.train import loop
+    from jaxmnist import nets
+    from jaxmnist.train import parallel
+    from jaxmnist.train import recipes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True, help=f"one of: {', '.join(models.ARCHS)}")
+    parser.add_argument("--arch", required=True, help=f"one of: {', '.join(nets.ARCHS)}")
     parser.add_argument("--seeds", type=int, default=5, help="K: train seeds 0..K-1")
     parser.add_argument("--variant", default="seed", help=f"recipe variant: {', '.join(recipes.VARIANTS)}")
     cli.add_data_args(parser)
@@ -144,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=("vmap", "sequential"), default="vmap",
                         help="vmap: K models in one jitted step; sequential: the same loop once per seed "
                              "(K=1 each), for machines where the vmapped step is slower per model")
-    kernels.add_arguments(parser)
+    lowering_lib.add_arguments(parser)
     parallel.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -167,10 +151,10 @@ def main(argv=None) -> int:
         for group in groups:
             config = loop.RunConfig(
                 recipe=recipe, seeds=group, dataset=args.dataset, progress=False, plots=False,
-                kernels=args.kernels, steps_per_call=args.steps_per_call, devices=args.devices,
+                lowering=args.lowering, steps_per_call=args.steps_per_call, devices=args.devices,
                 workdir=workdir if args.mode == "vmap" else os.path.join(workdir, f"seed{group[0]}"),
             )
-            histories.append(loop.run(config, data, log=lambda s: say(s, flush=True)))
+            histories.append(loop.train_and_evaluate(config, data, log=lambda s: say(s, flush=True)))
         history = histories[0] if len(histories) == 1 else merge_histories(histories)
     except cli.user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -178,7 +162,7 @@ def main(argv=None) -> int:
     result = {
         "arch": args.arch,
         "variant": args.variant,
-        "params": models.EXPECTED_PARAMS[args.arch],
+        "params": nets.EXPECTED_PARAMS[args.arch],
         "recipe": recipe.to_dict(),
         "epochs": recipe.epochs,
         "seeds": seeds,
@@ -192,7 +176,7 @@ def main(argv=None) -> int:
         # images of all K models per second of wall time (median over epochs)
         "images_per_s_all_models": float(sorted(r["images_per_s"] for r in history)[len(history) // 2]),
         "mode": args.mode,
-        "kernels": history[-1].get("kernels"),
+        "lowering": history[-1].get("lowering"),
         "mesh": history[-1].get("mesh"),
         "command": "python experiments/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
@@ -202,7 +186,7 @@ def main(argv=None) -> int:
         return 0
     os.makedirs(args.out_dir, exist_ok=True)
     path = result_path(args.out_dir, args.arch, args.variant)
-    loop.write_json_atomic(path, result)
+    atomic_write(path, json.dumps(result, indent=1))
     f = result["final_test_accuracy"]
     print(f"{args.arch} ({args.variant}, {len(seeds)} seeds): final-epoch test accuracy "
           f"{f['mean']:.2f} +- {f['std']:.2f}% (min {f['min']:.2f}, max {f['max']:.2f}); wrote {path}")
@@ -210,5 +194,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    jaxmnist.use_huge_pages()
+    machine.prepare_command()
     sys.exit(main())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The `speed` variants (jaxmnist/recipes.py, chosen in experiments/search/speed/) retrained on
+# The `speed` variants (jaxmnist/train/recipes.py, chosen in experiments/search/speed/) retrained on
 # all 60k and reported on test over 10 seeds, one after another; each resumes from its
 # checkpoints if interrupted. Writes experiments/results/ARCH-speed.json.
 set -u

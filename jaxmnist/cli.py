@@ -1,11 +1,10 @@
-"""What the command-line entry points share: data flags, clean errors, exit codes, and
-quiet third-party logging.
+"""What the command-line entry points share: data and checkpoint flags, one-line errors
+and exit codes, and quiet third-party logging.
 
 Every main wrapped by `main_wrapper` accepts `--verbose` (taken out of argv before the
 main's own parser sees it): without it, the warnings that absl, orbax, tensorflow-datasets
 and JAX log on normal use (a read-only checkpoint manager, a missing GPU, ...) are
-filtered to errors; with it they are shown. `add_common_args(parser)` lists the flag in a
-parser's --help.
+filtered to errors (`jaxmnist.messages.quiet_third_party`); with it they are shown.
 """
 
 from __future__ import annotations
@@ -13,36 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import logging
-import os
 import sys
-import warnings
+
+from jaxmnist.messages import one_line, quiet_third_party
 
 EXIT_USAGE = 2
+EXIT_NAN = 3
 VERBOSE_FLAG = "--verbose"
-# Loggers of the libraries jaxmnist drives; their WARNING lines are for their developers.
-THIRD_PARTY_LOGGERS = ("absl", "orbax", "jax", "jax._src", "tensorflow", "tensorflow_datasets",
-                       "etils", "flax", "optax", "array_record", "matplotlib", "PIL")
-_THIRD_PARTY_MODULES = r"(absl|orbax|jax|jaxlib|tensorflow|tensorflow_datasets|etils|flax|optax|array_record)(\.|$)"
-_verbose = False
-
-
-def quiet_logging(verbose: bool = False) -> None:
-    """Third-party logging at ERROR and their Python warnings off, unless verbose.
-
-    Also sets TF_CPP_MIN_LOG_LEVEL=2 for C++ logging that reads it, unless already set."""
-    global _verbose
-    _verbose = verbose
-    level = logging.WARNING if verbose else logging.ERROR
-    for name in THIRD_PARTY_LOGGERS:
-        logging.getLogger(name).setLevel(level)
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        warnings.filterwarnings("ignore", module=_THIRD_PARTY_MODULES)
-
-
-def is_verbose() -> bool:
-    return _verbose
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -51,11 +27,20 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="show third-party libraries' warnings (filtered to errors by default)")
 
 
+class _DeprecatedStep(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("warning: --step is deprecated; use --epoch", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     """--workdir and which of its checkpoints: what evaluate, predict, export and serve read."""
     parser.add_argument("--workdir", required=True, help="a training run's workdir")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--step", type=int, default=None, help="epoch of the checkpoint (default: latest)")
+    which.add_argument("--epoch", type=int, default=None,
+                       help="the checkpoint of this epoch (default: the latest)")
+    which.add_argument("--step", type=int, dest="epoch", action=_DeprecatedStep,
+                       help=argparse.SUPPRESS)
     which.add_argument("--best", action="store_true", help="checkpoint with the best validation accuracy")
     parser.add_argument("--model", type=int, default=0, help="which model of a multi-seed run")
 
@@ -83,27 +68,19 @@ def load_data(dataset: str, data_dir: str | None, val_examples: int, train_examp
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a refused run, not a bug: one line, exit 2."""
-    from jaxmnist import checkpoint, data, loop, models
+    from jaxmnist import data, nets, rundir
 
-    return (
-        data.DataError,
-        loop.RunError,
-        checkpoint.CheckpointError,
-        models.UnknownArch,
-        ValueError,
-        FileNotFoundError,
-    )
+    return (data.DataError, rundir.RunError, nets.UnknownArch, ValueError, FileNotFoundError)
 
 
 def main_wrapper(fn):
-    """Runs a CLI main: takes `--verbose` out of argv and sets logging (quiet_logging),
-    then user errors print `error: ...` (one line) and exit 2, Ctrl-C exits 130."""
+    """Runs a CLI main: takes `--verbose` out of argv and sets logging, then user errors
+    print `error: ...` (one line) and exit 2 (3 for a NaN loss), Ctrl-C exits 130."""
 
     @functools.wraps(fn)
     def wrapped(argv=None):
         argv = list(sys.argv[1:] if argv is None else argv)
-        verbose = VERBOSE_FLAG in argv
-        quiet_logging(verbose)
+        quiet_third_party(VERBOSE_FLAG in argv)
         argv = [a for a in argv if a != VERBOSE_FLAG]
         try:
             return fn(argv)
@@ -112,11 +89,9 @@ def main_wrapper(fn):
                   file=sys.stderr)
             sys.exit(130)
         except user_errors() as exc:
-            from jaxmnist import loop
+            from jaxmnist.train.loop import NaNLoss
 
-            code = 3 if isinstance(exc, loop.NaNLoss) else EXIT_USAGE
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(code)
+            print(f"error: {one_line(exc, limit=2000)}", file=sys.stderr)
+            sys.exit(EXIT_NAN if isinstance(exc, NaNLoss) else EXIT_USAGE)
 
     return wrapped

@@ -3,6 +3,12 @@ from pathlib import Path
 
 import pytest
 
+from jaxmnist import machine
+
+# The suite runs as the commands do: the same XLA flags (results are compared bitwise
+# with runs of the commands) and the persistent compilation cache. Before JAX starts.
+machine.tune_process()
+
 _IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -36,7 +42,7 @@ def pytest_xdist_node_collection_finished(node, ids):
     that stops plugins from renaming node ids (9.2) breaks this silently: stop and say so."""
     if node.config.getvalue("dist") != "loadgroup":
         return
-    grouped = [i for i in ids if i.startswith("tests/test_lowerings.py::")]
+    grouped = [i for i in ids if i.startswith("tests/nets/test_lowerings.py::")]
     if grouped and not any("@" in i for i in grouped):
         pytest.exit(f"pytest-xdist could not group tests (e.g. {grouped[0]}): pytest "
                     f"{pytest.__version__} breaks --dist loadgroup; install the test extra's "

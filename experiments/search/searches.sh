@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every validation-split search behind jaxmnist/recipes.py's choices, as they were run.
+# Every validation-split search behind jaxmnist/train/recipes.py's choices, as they were run.
 # A finished seed is skipped on rerun.
 set -u
 cd "$(dirname "$0")"

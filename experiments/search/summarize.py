@@ -72,7 +72,7 @@ def main() -> None:
                     "give the flags that differ (lr, StepLR step size `ss`, gamma `g`, rotation "
                     "`rot`, batch size `bs`, dropout `d`, weight decay `wd`, `nesterov`, "
                     "OneCycleLR peaking at lr `oc-lrX`). The choices are in "
-                    "`jaxmnist/recipes.py` and `jaxmnist/models.py`. The runs of one search can "
+                    "`jaxmnist/train/recipes.py` and `jaxmnist/nets/archs.py`. The runs of one search can "
                     "span commits whose train steps differ only in floating-point formulation "
                     "(tests check them equal); the seeds of a config differ in initialisation, "
                     "dropout, augmentation and shuffling.\n\n")

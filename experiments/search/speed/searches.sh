@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The speed-recipe search behind jaxmnist/recipes.py's `speed` variants (validation split),
+# The speed-recipe search behind jaxmnist/train/recipes.py's `speed` variants (validation split),
 # as it was run, round by round. A finished seed is skipped on rerun.
 set -u
 cd "$(dirname "$0")"

@@ -1,0 +1,53 @@
+"""How jaxmnist speaks to a person: one-line errors, and third-party logs kept quiet.
+
+`one_line` is the only formatter of an exception for a user; `quiet_logs` the only log
+silencer (process-wide for a command, or scoped to a block that calls a noisy library).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from typing import Iterator
+
+# Loggers of the libraries jaxmnist drives; their WARNING lines are for their developers.
+THIRD_PARTY_LOGGERS = ("absl", "orbax", "jax", "jax._src", "tensorflow", "tensorflow_datasets",
+                       "etils", "flax", "optax", "array_record", "matplotlib", "PIL")
+_THIRD_PARTY_MODULES = (r"(absl|orbax|jax|jaxlib|tensorflow|tensorflow_datasets|etils|flax|optax"
+                        r"|array_record)(\.|$)")
+MAX_LINE = 200
+
+
+def one_line(exc: BaseException, limit: int = MAX_LINE) -> str:
+    """An exception's message on one line (whitespace collapsed), at most `limit` chars."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def quiet_third_party(verbose: bool = False) -> None:
+    """For a command's process: third-party logging at ERROR and their Python warnings
+    off (TF_CPP_MIN_LOG_LEVEL=2 for C++ logging that reads it), unless verbose. Called by
+    the command entry points only, never on import."""
+    level = logging.WARNING if verbose else logging.ERROR
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        warnings.filterwarnings("ignore", module=_THIRD_PARTY_MODULES)
+
+
+@contextlib.contextmanager
+def quiet_logs(names=("absl", "orbax"), level: int = logging.CRITICAL + 1) -> Iterator[None]:
+    """Within the block, the named loggers only pass records above `level`; for a call
+    whose failure (or expected warning) the caller reports itself, in one line."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, before):
+            lg.setLevel(old)
