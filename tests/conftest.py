@@ -35,6 +35,26 @@ def mnist_dir() -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, mnist_dir):
+    """(workdir, data, recipe) of one short real training run shared by the CLI, predict,
+    export and serve tests: gap8k's speed recipe cut to 2 epochs (OneCycleLR over them)
+    on the first 30,000 MNIST training images, about 99.0% test accuracy, a checkpoint per
+    epoch. Built once per test process; the modules that use it share an xdist group."""
+    import dataclasses
+
+    from jaxmnist import data
+    from jaxmnist.train import loop, recipes
+
+    workdir = str(tmp_path_factory.mktemp("trained") / "gap8k")
+    ds = data.load("mnist", mnist_dir, val_examples=0)
+    ds = dataclasses.replace(ds, train=ds.train.take(slice(0, 30_000)))
+    recipe = recipes.variant("gap8k", "speed").replace(epochs=2)
+    loop.train_and_evaluate(loop.RunConfig(recipe=recipe, workdir=workdir, progress=False,
+                                           plots=False), ds, log=lambda line: None)
+    return workdir, ds, recipe
+
+
 def pytest_xdist_node_collection_finished(node, ids):
     """Under `--dist loadgroup` pytest-xdist appends "@group" to the node id of every test
     marked xdist_group (every test of test_lowerings.py is), so that a group's shared

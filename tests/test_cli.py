@@ -1,11 +1,10 @@
 """The CLIs' output on normal use and on a damaged checkpoint: no third-party WARNING
 lines, every problem in one line, and evaluate never touches the workdir.
 
-One tiny run (a few hundred examples, 2 epochs, trained in-process) is shared by the
-module; the CLIs run as subprocesses, as a user runs them.
+The session's trained run (tests/conftest.py, 2 epochs) is shared with the predict,
+export and serve tests; the CLIs run as subprocesses, as a user runs them.
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -16,23 +15,15 @@ import time
 
 import pytest
 
-from jaxmnist import cli, data
-from jaxmnist.train import loop, recipes
+from jaxmnist import cli
+from jaxmnist.train import loop
 
-pytestmark = pytest.mark.xdist_group("hygiene")  # its module fixtures once, in one process
+pytestmark = pytest.mark.xdist_group("trained_model")  # the trained run once, in one process
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_dir, tmp_path_factory):
-    ds = data.load("mnist", mnist_dir, val_examples=0)
-    ds = dataclasses.replace(
-        ds, train=data.Split(ds.train.images[:300], ds.train.labels[:300]),
-        test=data.Split(ds.test.images[:200], ds.test.labels[:200]))
-    workdir = str(tmp_path_factory.mktemp("hygiene") / "run")
-    recipe = recipes.recipe_for("gap9k").replace(epochs=2, lr=0.05)
-    loop.train_and_evaluate(loop.RunConfig(recipe=recipe, workdir=workdir, progress=False, plots=False),
-             ds, log=lambda s: None)
-    return workdir, ds, recipe
+def trained(trained_run):
+    return trained_run
 
 
 def damaged_copy(workdir, dest, epoch=2):
@@ -91,6 +82,7 @@ def test_evaluate_of_a_damaged_chosen_checkpoint_is_a_one_line_error(trained, mn
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_trainer_sets_a_damaged_checkpoint_aside_in_one_line(trained, tmp_path, capfd):
     workdir, ds, recipe = trained
     workdir = damaged_copy(workdir, tmp_path / "run")

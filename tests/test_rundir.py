@@ -117,3 +117,25 @@ def test_atomic_write_keeps_the_old_content_when_writing_fails(tmp_path):
         files.atomic_write(path, fails)
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["f.json"]  # no temporary file left
+
+
+def test_checkpoints_keep_the_last_three_and_the_best_by_validation(tmp_path):
+    """Epochs 1-6 with validation accuracies peaking at epoch 2: kept are 4, 5, 6 and 2,
+    and the best is chosen by validation only (epoch 5's test accuracy is the highest)."""
+    import numpy as np
+
+    rd = RunDir(str(tmp_path / "w"))
+    rd.open_for(IDENT)
+    val = {1: 90.0, 2: 99.0, 3: 95.0, 4: 96.0, 5: 97.0, 6: 98.0}
+    for epoch, v in val.items():
+        rd.save(epoch, {"w": np.full(3, epoch, np.float32)},
+                {"epoch": epoch, "val_accuracy": v, "test_accuracy": 99.9 if epoch == 5 else 90.0})
+    rd.unlock()
+    reader = RunDir(str(tmp_path / "w"), read_only=True)
+    assert reader.epochs() == [2, 4, 5, 6]
+    assert reader.best_epoch() == 2
+    template = {"w": np.zeros(3, np.float32)}
+    epoch, tree, meta, unreadable = reader.restore_chosen(template, best=True)
+    assert (epoch, float(tree["w"][0]), meta["val_accuracy"], unreadable) == (2, 2.0, 99.0, [])
+    with pytest.raises(RunError, match=r"no checkpoint for epoch 3 .* kept: \[2, 4, 5, 6\]"):
+        reader.restore_chosen(template, epoch=3)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cases import slow
 from jaxmnist.nets.cpu import ops
 
 
@@ -42,10 +43,12 @@ def out_shape(fn, *args):
 
 
 @pytest.mark.parametrize("k,pad,cin,cout,hw", [
-    (3, 0, 1, 8, 28), (3, 1, 1, 10, 28),  # 1-channel input: shifted-copy matmul
-    (3, 1, 16, 16, 14), (1, 0, 12, 10, 24), (3, 0, 16, 120, 3),  # XLA's convolution
-    (3, 1, 10, 20, 28), (3, 1, 20, 10, 14), (3, 0, 4, 4, 26), (3, 0, 8, 12, 15),  # 2x2 blocks
-    (3, 1, 8, 4, 11), (3, 0, 8, 8, 9), (3, 1, 4, 32, 9), (3, 0, 20, 4, 9),  # small, few channels
+    # a few shapes in the default run, every formulation's in the slow pass
+    (3, 0, 1, 8, 28), slow(3, 1, 1, 10, 28),  # 1-channel input: shifted-copy matmul
+    slow(3, 1, 16, 16, 14), slow(1, 0, 12, 10, 24), (3, 0, 16, 120, 3),  # XLA's convolution
+    (3, 1, 10, 20, 28), slow(3, 1, 20, 10, 14), slow(3, 0, 4, 4, 26),  # 2x2 blocks
+    slow(3, 0, 8, 12, 15),
+    slow(3, 1, 8, 4, 11), slow(3, 0, 8, 8, 9), slow(3, 1, 4, 32, 9), slow(3, 0, 20, 4, 9),  # small, few channels
 ])
 def test_conv_value_and_gradients(k, pad, cin, cout, hw):
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -56,8 +59,8 @@ def test_conv_value_and_gradients(k, pad, cin, cout, hw):
     assert_convs_agree(functools.partial(ops.conv2d, padding=pad), plain, (x, w), dy)
 
 
-@pytest.mark.parametrize("cin,cout,hw", [(1, 8, 10), (4, 4, 10), (4, 32, 10), (16, 16, 10),
-                                         (10, 20, 14)])
+@pytest.mark.parametrize("cin,cout,hw", [(1, 8, 10), slow(4, 4, 10), slow(4, 32, 10),
+                                         slow(16, 16, 10), slow(10, 20, 14)])
 def test_conv_vmapped_over_models_equals_each_model(cin, cout, hw):
     """K models' convolutions in one vmapped call (the multi-seed step) match each alone,
     in value and gradient, whichever formulation conv2d picks for the shape."""
@@ -77,8 +80,8 @@ def test_conv_vmapped_over_models_equals_each_model(cin, cout, hw):
             np.testing.assert_allclose(b[m], a, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("k,pad,hw", [(3, 1, 16), (3, 0, 15), (3, 1, 17), (5, 2, 16),
-                                      (5, 0, 14), (2, 0, 16)])
+@pytest.mark.parametrize("k,pad,hw", [(3, 1, 16), slow(3, 0, 15), slow(3, 1, 17), (5, 2, 16),
+                                      slow(5, 0, 14), slow(2, 0, 16)])
 def test_blocked_conv_any_geometry(k, pad, hw):
     """The 2x2-block convolution for odd and even sizes, kernels of 2, 3 and 5 taps."""
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(7), 3)
@@ -102,7 +105,7 @@ def test_conv2d_picks_blocks_for_large_narrow_layers():
     assert not blocked(28, 16, 16) and not blocked(7, 10, 10)
 
 
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("split", [slow(False), True])
 def test_weight_gradient_whole_or_over_batch_halves(split, monkeypatch):
     """Both ways the kernel gradient equals the plain convolution's, alone and vmapped
     over models (the threshold set so that these small layers take the tested path)."""
@@ -124,7 +127,7 @@ def test_weight_gradient_whole_or_over_batch_halves(split, monkeypatch):
     assert jaxpr.count("conv_general_dilated") == (4 if split else 3)  # forward, input gradient, 1 or 2
 
 
-@pytest.mark.parametrize("pads", [(1, 1, 1, 1), (1, 2, 1, 2), (2, 3, 0, 1), (0, 1, 0, 1)])
+@pytest.mark.parametrize("pads", [(1, 1, 1, 1), slow((1, 2, 1, 2)), (2, 3, 0, 1), slow((0, 1, 0, 1))])
 def test_padding_by_gather_equals_jnp_pad(pads):
     """_take_rows_cols and _padded_space_to_depth (padding as gathers, for XLA's fusion)
     give exactly jnp.pad's zeros, strided picks and _space_to_depth's layout, also
@@ -142,7 +145,7 @@ def test_padding_by_gather_equals_jnp_pad(pads):
         np.testing.assert_array_equal(blocks, jax.vmap(ops._space_to_depth)(padded))
 
 
-@pytest.mark.parametrize("k,pad,hw", [(3, 1, 28), (3, 1, 14), (3, 0, 16), (5, 2, 14)])
+@pytest.mark.parametrize("k,pad,hw", [(3, 1, 28), slow(3, 1, 14), slow(3, 0, 16), (5, 2, 14)])
 def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
     """Output and both gradients equal the plain convolution's, laid out as 2x2 blocks."""
     kx, kw, kd = jax.random.split(jax.random.PRNGKey(8), 3)
@@ -157,7 +160,7 @@ def test_conv2d_on_blocks_is_the_convolution_on_blocks(k, pad, hw):
                        jax.random.normal(kd, out_shape(plain, x, w)))
 
 
-@pytest.mark.parametrize("k,hw", [(3, 24), (3, 26), (5, 16)])
+@pytest.mark.parametrize("k,hw", [(3, 24), slow(3, 26), slow(5, 16)])
 def test_conv2d_blocks_to_blocks_and_back_to_pixels(k, hw):
     """Blocks in, blocks out: the plain unpadded convolution, value and gradients; and
     to_pixels is depth-to-space both ways."""
@@ -284,9 +287,10 @@ def test_max_pool_value_and_gradient_with_ties():
 
 
 @pytest.mark.parametrize("shape,g,groups", [
-    ((6, 28, 28, 10), 8, 1), ((6, 14, 14, 20), 4, 1), ((6, 26, 26, 8), 2, 1),
-    ((6, 9, 9, 12), 2, 1), ((3, 5, 5, 10), 1, 1), ((6, 7, 7, 16), 1, 1), ((6, 1, 1, 120), 2, 1),
-    ((6, 14, 14, 80), 1, 4), ((6, 7, 7, 40), 2, 4), ((3, 5, 5, 12), 1, 4),  # on 2x2 blocks
+    ((6, 28, 28, 10), 8, 1), slow((6, 14, 14, 20), 4, 1), slow((6, 26, 26, 8), 2, 1),
+    slow((6, 9, 9, 12), 2, 1), slow((3, 5, 5, 10), 1, 1), slow((6, 7, 7, 16), 1, 1),
+    slow((6, 1, 1, 120), 2, 1),
+    ((6, 14, 14, 80), 1, 4), slow((6, 7, 7, 40), 2, 4), slow((3, 5, 5, 12), 1, 4),  # on 2x2 blocks
 ])
 def test_batch_moments_value_and_gradient(shape, g, groups):
     """The side-by-side row sums (g rows per vector; fewer when the row count is odd)
@@ -305,7 +309,7 @@ def test_batch_moments_value_and_gradient(shape, g, groups):
     np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("rate", [0.01, 0.05, 0.1, 0.5])
+@pytest.mark.parametrize("rate", [0.01, slow(0.05), slow(0.1), 0.5])
 def test_hash_dropout_statistics(rate):
     x = jnp.ones((64, 28, 28, 16))
     y = ops.dropout(x, rate, jax.random.PRNGKey(3))

@@ -29,6 +29,7 @@ from jaxmnist.train import state as state_lib
 from jaxmnist import nets
 from jaxmnist.train import recipes
 from jaxmnist.train import step
+from cases import slow
 from jaxmnist.nets.cpu import CpuNet, ops
 
 pytestmark = pytest.mark.xdist_group("lowerings")  # its module fixtures once, in one process
@@ -49,9 +50,14 @@ def variables():
         return jax.tree_util.tree_map(
             lambda x: np.asarray(x) + 0.1 * rng.uniform(size=x.shape).astype(x.dtype), v)
 
-    return {arch: jittered(nets.init_variables(nets.build(arch, lowering="plain"),
-                                                 jax.random.PRNGKey(i)), 100 + i)
-            for i, arch in enumerate(ARCHS)}
+    class Lazy(dict):  # each arch initialised when a test first asks for it
+        def __missing__(self, arch):
+            i = ARCHS.index(arch)
+            self[arch] = jittered(nets.init_variables(nets.build(arch, lowering="plain"),
+                                                      jax.random.PRNGKey(i)), 100 + i)
+            return self[arch]
+
+    return Lazy()
 
 
 def _images(n=8, seed=5):
@@ -76,7 +82,7 @@ def assert_trees_close(a, b, rtol, atol):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a if a == "gap8k" else slow(a) for a in ARCHS])
 def test_lowerings_agree_in_train_and_eval_mode(arch, variables):
     """Outputs, updated BatchNorm statistics and every parameter's gradient (train mode,
     blocks, fused stages, deferred biases and custom VJPs all in play), and eval outputs."""
@@ -102,8 +108,8 @@ def _stacked(tree, k):
     return jax.tree_util.tree_map(lambda x: jnp.stack([x] * k), tree)
 
 
-@pytest.mark.parametrize("arch", [a if a == "gap8k" else pytest.param(a, marks=pytest.mark.slow)
-                                  for a in ARCHS])
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
 def test_lowerings_agree_for_three_models_in_one_step(arch):
     """K=3 seeds in one jitted step (plain: jax.vmap; CPU: the models side by side) and
     the K-model evaluation: the same parameters, statistics and predictions."""
@@ -173,7 +179,7 @@ ON_BLOCKS = {  # pools reached on 2x2 blocks in training: (fused BN-ReLU-pool, p
 }
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a if a == "gap8k" else slow(a) for a in ARCHS])
 def test_stages_on_blocks_where_they_apply(arch, variables, monkeypatch):
     """Training keeps activations on 2x2 blocks down to these pools (the step's speed
     relies on it) and computes what the all-pixels path computes: outputs and batch
@@ -210,7 +216,7 @@ def test_stages_on_blocks_where_they_apply(arch, variables, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", ["fc16k", "fc19k"])
+@pytest.mark.parametrize("arch", [slow("fc16k"), slow("fc19k")])
 def test_fused_pixel_pool_stages_match_separate_layers(arch, variables, monkeypatch):
     """BatchNorm -> ReLU [-> dropout] -> pool on pixels as one op (fc16k's stages; fc19k's
     when its stages are not on blocks) gives the separate layers' outputs and batch
@@ -244,7 +250,7 @@ def test_fused_pixel_pool_stages_match_separate_layers(arch, variables, monkeypa
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", ["fc16k", "fc19k"])
+@pytest.mark.parametrize("arch", ["fc16k", slow("fc19k")])
 def test_deferred_conv_bias_matches_the_literal_bias(arch, variables):
     """A conv bias handed to the BatchNorm after it (training mode, where it cancels in
     x - mean) gives the outputs, batch statistics and weight gradients of adding it to

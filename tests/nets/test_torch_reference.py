@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from cases import slow
 from jaxmnist.nets import layers
 from jaxmnist import nets
 
@@ -95,7 +96,7 @@ def test_param_counts(arch):
     assert nets.EXPECTED_PARAMS[arch] == SEED_PARAMS[arch]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a if a in ("gap8k", "fc16k") else slow(a) for a in ARCHS])
 def test_eval_outputs_agree(arch):
     variables = _randomised_variables(arch)
     net = tr.load_jax_variables(tr.TORCH_ARCHS[arch](), variables).eval()
@@ -115,7 +116,7 @@ def _no_dropout(arch):
     )
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a if a in ("gap8k", "fc19k") else slow(a) for a in ARCHS])
 def test_train_mode_outputs_stats_and_grads_agree(arch):
     """One train-mode pass, dropout off: log-probs, updated BN stats and NLL gradients."""
     variables = _randomised_variables(arch)

@@ -75,6 +75,7 @@ def test_profile_needs_perf(monkeypatch):
         profile_step.profile("gap7k", 0.1)
 
 
+@pytest.mark.slow
 def test_profile_of_the_train_step(tmp_path):
     """A real (short) profile where perf is installed; otherwise the clear error."""
     if shutil.which("perf") is None:

@@ -43,6 +43,7 @@ def test_three_epochs_on_10k_real_examples_learn(mnist, mnist_dir, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_weight_average_and_tta_are_what_every_evaluation_reads(mnist, mnist_dir, tmp_path):
     """A run with ema and tta_rotation: training's test accuracy, `evaluate` and the
     inference model (predict, export, serve) all score the average weights with the views."""
@@ -97,6 +98,7 @@ def test_kill_and_resume_is_bitwise_identical(mnist, tmp_path):
     assert float(ev.accuracy(ds.test.labels)) == full[-1]["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_chosen_by_validation(mnist, tmp_path):
     ds = subset(mnist, **SMALL)
     wd = str(tmp_path / "w")
@@ -109,6 +111,7 @@ def test_best_checkpoint_is_chosen_by_validation(mnist, tmp_path):
     assert rd.best_epoch() == best
 
 
+@pytest.mark.slow
 def test_workdir_of_another_run_is_refused(mnist, tmp_path):
     ds = subset(mnist, **SMALL)
     wd = str(tmp_path / "w")
@@ -128,6 +131,7 @@ def test_workdir_of_another_run_is_refused(mnist, tmp_path):
     assert os.listdir(foreign) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_falls_back_to_previous(mnist, tmp_path):
     ds = subset(mnist, **SMALL)
     wd = str(tmp_path / "w")
