@@ -1,9 +1,9 @@
 """Helpers shared by the benchmarks: machine description, timing summaries, tables, and
 the PyTorch-side random rotation.
 
-Imports only the standard library and numpy at module level: `time_to_accuracy.py`'s
-PyTorch worker must not pull in JAX, and `step_throughput.py` must import jaxmnist
-before JAX. jax and torch are imported lazily, inside the functions that need them.
+Imports only the standard library, numpy and `jaxmnist.machine` (which imports nothing
+heavy) at module level: `time_to_accuracy.py`'s PyTorch worker must not pull in JAX.
+jax and torch are imported lazily, inside the functions that need them.
 """
 
 from __future__ import annotations
