@@ -2,16 +2,12 @@
 
 import pytest
 
+from cases import one_line_error
 from jaxmnist.train import command as train
 
 
-def cli_error(capsys, argv, module=train):
-    with pytest.raises(SystemExit) as exc:
-        module.main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code != 0
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    return err
+def cli_error(capsys, argv):
+    return one_line_error(capsys, train.main, argv)
 
 
 @pytest.mark.parametrize(

@@ -3,19 +3,15 @@ are trained: tests/train/test_loop.py, tests/train/test_reference_runs.py)."""
 
 import pytest
 
+from cases import one_line_error
 from jaxmnist.use import evaluate
 
 
-def cli_error(capsys, argv, module=evaluate):
-    with pytest.raises(SystemExit) as exc:
-        module.main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code != 0
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    return err
+def cli_error(capsys, argv):
+    return one_line_error(capsys, evaluate.main, argv)
 
 
 def test_evaluate_cli_errors(capsys, tmp_path):
-    err = cli_error(capsys, ["--workdir", str(tmp_path)], module=evaluate)
+    err = cli_error(capsys, ["--workdir", str(tmp_path)])
     assert "run.json" in err
 
