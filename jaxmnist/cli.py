@@ -66,11 +66,27 @@ def load_data(dataset: str, data_dir: str | None, val_examples: int, train_examp
     return ds
 
 
+class MissingExtra(RuntimeError):
+    """An optional dependency a command needs is not installed; the message names the extra."""
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Stops with one line naming `pip install -e ".[extra]"` when any of `modules` is
+    not importable (checked without importing them)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtra(f"{', '.join(missing)} not installed: this command needs the "
+                           f"'{extra}' extra: pip install -e \".[{extra}]\" (in a clone) or "
+                           f"pip install \"jaxmnist[{extra}]\"")
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a refused run, not a bug: one line, exit 2."""
     from jaxmnist import data, nets, rundir
 
-    return (data.DataError, rundir.RunError, nets.UnknownArch, ValueError, FileNotFoundError)
+    return (data.DataError, rundir.RunError, nets.UnknownArch, MissingExtra, ValueError, OSError)
 
 
 def main_wrapper(fn):

@@ -1,7 +1,8 @@
 """How jaxmnist speaks to a person: one-line errors, and third-party logs kept quiet.
 
 `one_line` is the only formatter of an exception for a user; `quiet_logs` the only log
-silencer (process-wide for a command, or scoped to a block that calls a noisy library).
+silencer (process-wide for a command, or scoped to a block that calls a noisy library),
+and `stderr_held` keeps a failing library call's own printing from the user.
 """
 
 from __future__ import annotations
@@ -51,3 +52,31 @@ def quiet_logs(names=("absl", "orbax"), level: int = logging.CRITICAL + 1) -> It
     finally:
         for lg, old in zip(loggers, before):
             lg.setLevel(old)
+
+
+@contextlib.contextmanager
+def stderr_held() -> Iterator[list]:
+    """Holds what anything in the process (Python or C++ threads) writes to file
+    descriptor 2 within the block. On success it is written out afterwards; when the
+    block raises it is dropped, unless the third-party loggers are verbose: the caller
+    reports the failure in one line instead of a library's threads' pages of it."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held: list = []
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        ok = False
+        try:
+            yield held
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            text = buffer.read()
+            if ok or logging.getLogger("absl").level <= logging.WARNING and text:
+                os.write(2, text)

@@ -21,7 +21,9 @@ Readers (evaluate, predict, export, serve) open it read-only and change nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,9 +33,10 @@ from typing import Any, Callable
 import numpy as np
 
 from jaxmnist.files import atomic_write
-from jaxmnist.messages import quiet_logs
+from jaxmnist.messages import quiet_logs, stderr_held
 
 KEEP_LAST = 3
+_ORBAX_LOGGERS = ("absl", "orbax", "asyncio")
 RUN_FILE, METRICS_FILE, LOCK_FILE = "run.json", "metrics.jsonl", ".lock"
 _OURS = {LOCK_FILE}  # files that do not make a directory "not empty"
 
@@ -139,6 +142,23 @@ class RunDir:
     def write_metrics(self, records: list[dict]) -> None:
         atomic_write(self.file(METRICS_FILE), "".join(json.dumps(r) + "\n" for r in records))
 
+    @contextlib.contextmanager
+    def writing(self, what: str, resumes_from: int):
+        """Turns a storage failure inside the block (full disk, read-only or vanished
+        workdir, lost permission) into one RunError line that says what to do; nothing
+        written before is lost, and the next run resumes from epoch `resumes_from`."""
+        try:
+            yield
+        except Exception as exc:
+            reason = storage_failure(exc)
+            if reason is None:
+                raise
+            then = (f"it resumes from epoch {resumes_from}" if resumes_from
+                    else "it starts the run afresh")
+            raise RunError(f"could not write {what} in {self.path} ({reason}); free space, or "
+                           f"make the directory exist and writable, and rerun the same command: "
+                           f"{then}") from None
+
     # -- checkpoints ------------------------------------------------------------------
     @property
     def manager(self):
@@ -157,9 +177,15 @@ class RunDir:
 
         val = meta.get("val_accuracy")
         metrics = None if val is None else {"val_accuracy": float(np.mean(val))}
-        self.manager.save(epoch, metrics=metrics, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
-        self.manager.wait_until_finished()
+        try:  # a failure is reported once, by the caller: orbax's threads print it many times
+            with quiet_logs(_ORBAX_LOGGERS), stderr_held():
+                self.manager.save(epoch, metrics=metrics, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+                self.manager.wait_until_finished()
+        except Exception:
+            # its abandoned write tasks report again when they are collected, at exit
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+            raise
 
     def restore(self, epoch: int, template: dict, shardings: dict | None = None):
         """(tree, meta) of one epoch's checkpoint, onto `template`'s shapes."""
@@ -301,6 +327,30 @@ def _abstract(tree, shardings: dict | None = None):
                 np.shape(x), x.dtype, sharding=s), item)
         for name, item in tree.items()
     }
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                   errno.ENOENT, errno.EIO}
+_STORAGE_TEXT = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system|"
+                           r"Permission denied|No such file or directory|RESOURCE_EXHAUSTED|"
+                           r"PERMISSION_DENIED|Input/output error")
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """A short reason when `exc` (or an exception it was raised from) is the filesystem
+    refusing a write, else None. orbax reports tensorstore's failures as ValueErrors whose
+    text carries the OS error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            return exc.strerror or errno.errorcode.get(exc.errno, "OSError")
+        found = _STORAGE_TEXT.search(str(exc))
+        if found:
+            text = found.group(0)
+            return "No space left on device" if text == "RESOURCE_EXHAUSTED" else text
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 _TENSORSTORE_STATUS = re.compile(

@@ -163,3 +163,21 @@ def test_a_second_trainer_on_a_busy_workdir_stops_at_once_and_a_killed_run_resum
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout and "final (epoch 30)" in resumed.stdout
+
+
+@pytest.mark.parametrize("command, extra, module", [("export", "export", "flatbuffers"),
+                                                    ("serve", "serve", "hypercorn")])
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra(command, extra, module,
+                                                                     monkeypatch, capsys, tmp_path):
+    import importlib
+    import importlib.util
+
+    from cases import one_line_error
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == module else real(name, *a))
+    main = importlib.import_module(f"jaxmnist.use.{command}").main
+    argv = ["--workdir", str(tmp_path)] + (["--out", str(tmp_path / "m")] if command == "export" else [])
+    err = one_line_error(capsys, main, argv)
+    assert module in err and f'pip install -e ".[{extra}]"' in err, err

@@ -142,7 +142,8 @@ def setup(config: RunConfig, data: Dataset, log: Log) -> Run:
         raise RunError(f"--steps-per-call must be >= 1, got {steps_per_call}")
     rundir = None if not config.workdir else RunDir(config.workdir)
     if rundir is not None and parallel.is_primary():  # process 0 checks and writes it
-        rundir.open_for(identity(config, data))
+        with rundir.writing("the run's identity", resumes_from=0):
+            rundir.open_for(identity(config, data))
     return Run(config=config, data=data, layout=layout, lowering=run_lowering(config, layout),
                steps_per_call=steps_per_call, rundir=rundir,
                steps_per_epoch=math.ceil(len(data.train) / recipe.batch_size),
@@ -319,16 +320,20 @@ def log_epoch(run: Run, record: dict) -> None:
 
 
 def save_epoch(run: Run, state, run_keys, record: dict, history: list[dict]) -> None:
-    """The epoch's checkpoint (every process takes part), then metrics.jsonl."""
+    """metrics.jsonl, then the epoch's checkpoint (every process takes part); a full disk
+    or unwritable workdir stops the run with one line (`RunDir.writing`)."""
     if run.rundir is None:
         return
+    epoch = record["epoch"]
     meta = {**identity(run.config, run.data), "lowering": run.lowering, "mesh": record["mesh"],
-            "epoch": record["epoch"], "val_accuracy": record.get("val_accuracy"),
+            "epoch": epoch, "val_accuracy": record.get("val_accuracy"),
             "test_accuracy": record["test_accuracy"]}
     keys = run_keys if run.layout.mesh is None else run.layout.put_replicated(run_keys)
-    run.rundir.save(record["epoch"], state_lib.checkpoint_tree(state, keys), meta)
-    if run.writes:
-        run.rundir.write_metrics(history)
+    if run.writes:  # first: a resume drops records past its checkpoint, never misses one
+        with run.rundir.writing("metrics.jsonl", resumes_from=epoch - 1):
+            run.rundir.write_metrics(history)
+    with run.rundir.writing(f"the checkpoint of epoch {epoch}", resumes_from=epoch - 1):
+        run.rundir.save(epoch, state_lib.checkpoint_tree(state, keys), meta)
 
 
 def plot(run: Run, state, history: list[dict]) -> None:
@@ -338,10 +343,11 @@ def plot(run: Run, state, history: list[dict]) -> None:
     test = evaluate(run.fns["eval"], state, run.arrays["test"])  # every process: a collective
     if not run.writes:
         return
-    plots.curves(history, run.rundir.file("curves.png"), run.config.seeds)
     pred = test.predictions if run.k == 1 else test.predictions[0]
-    plots.misclassified(run.data.test.images, run.data.test.labels, pred,
-                        run.rundir.file("misclassified.png"))
+    with run.rundir.writing("the plots", resumes_from=history[-1]["epoch"]):
+        plots.curves(history, run.rundir.file("curves.png"), run.config.seeds)
+        plots.misclassified(run.data.test.images, run.data.test.labels, pred,
+                            run.rundir.file("misclassified.png"))
 
 
 def check_finite(losses: np.ndarray, first_step: int, epoch: int) -> None:

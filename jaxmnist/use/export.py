@@ -82,6 +82,7 @@ def write(model, out: str, platforms=PLATFORMS) -> dict:
 @cli.main_wrapper
 def main(argv=None):
     args = parse_args(argv)
+    cli.require_extra("export", "flatbuffers")
     from jaxmnist.use import inference
 
     model = inference.load(args.workdir, args.epoch, args.best, args.model, lowering="plain")

@@ -15,23 +15,38 @@ POST /predict is what the page calls, and what scripts may call. The body is eit
 The answer is `{"prediction": k, "probabilities": [10 floats], "input": 28x28 ints}`.
 Bad requests get a 4xx JSON `{"error": "..."}`: 413 over MAX_BODY bytes, 415 for another
 content type, 400 for undecodable bodies, 422 for well-formed but unusable input (wrong
-shape, values out of range, an image with no ink). The network is compiled once, at
-start, for batch 1. The server binds to 127.0.0.1 unless told otherwise.
+shape, values out of range, an image with no ink); no body, however malformed, gets a 5xx.
+JSON nested deeper than MAX_JSON_DEPTH is refused before it is parsed. The network is
+compiled once, at start, for batch 1. The server binds to 127.0.0.1 unless told otherwise.
+
+The HTTP server is Hypercorn rather than uvicorn: a client that opens a connection and
+then sends nothing (or half a request) is dropped after READ_TIMEOUT_S seconds of
+silence (Hypercorn's read_timeout), so idle connections cannot hold the server; uvicorn
+has no timeout for a request whose headers never finish, and its concurrency limit
+counts such connections, so 200 of them made every real request get 503. A deployment
+facing the internet still belongs behind a reverse proxy (nginx, a cloud load balancer)
+that buffers requests and limits connections per client.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from jaxmnist import cli
+from jaxmnist.messages import one_line
 
 MAX_BODY = 2 * 1024 * 1024
+MAX_JSON_DEPTH = 4  # {"pixels": [[...]]} is 3 deep; deeper is refused before parsing
+READ_TIMEOUT_S = 5  # a connection silent this long is closed (headers or body unfinished)
+MAX_HEADER_BYTES = 16 * 1024
 MAX_PIXELS = 16_000_000  # decoded size cap for uploaded images (a 4000x4000 photo)
 WEB = Path(__file__).with_name("web")
 IMAGE_TYPES = ("image/png", "image/jpeg")
@@ -53,12 +68,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def json_depth(body: bytes) -> int:
+    """How deep `body`'s arrays and objects nest, counted on the bytes (strings blanked
+    out) without parsing: linear in the body, whatever it holds."""
+    blanked = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', body)
+    b = np.frombuffer(blanked, np.uint8)
+    step = np.isin(b, (ord("["), ord("{"))).astype(np.int64) - np.isin(b, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
 def pixels_from_json(body: bytes) -> np.ndarray:
     """(28, 28) uint8 from `{"pixels": [[...]]}`; BadRequest says what is wrong."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels; expected "
+                              '{"pixels": [[28 rows of 28 values 0-255]]}')
     try:
         obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, f"malformed JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest(400, f"malformed JSON: {one_line(exc)}") from None
     if not isinstance(obj, dict) or "pixels" not in obj:
         raise BadRequest(422, 'expected a JSON object {"pixels": [[28 rows of 28 values 0-255]]}')
     rows = obj["pixels"]
@@ -142,11 +169,13 @@ def create_app(log_probs_fn, info: dict | None = None):
                 image = pixels_from_json(body)
             else:
                 image = await run_in_threadpool(image_from_bytes, body)
-            return JSONResponse(await run_in_threadpool(answer, log_probs_fn, image))
         except BadRequest as exc:
             return error(exc.status, str(exc))
         except ClientDisconnect:
             return error(400, "client disconnected")
+        except Exception as exc:  # noqa: BLE001 - a body no parser foresaw is still the client's
+            return error(400, f"unusable body: {one_line(exc)}")
+        return JSONResponse(await run_in_threadpool(answer, log_probs_fn, image))
 
     async def index(request):
         return FileResponse(WEB / "index.html", media_type="text/html")
@@ -174,13 +203,40 @@ def app_for_workdir(workdir: str, epoch: int | None = None, best: bool = False, 
     return create_app(net.log_probs, info), net
 
 
+def server_config(host: str, port: int):
+    """Hypercorn's settings: silent connections closed after READ_TIMEOUT_S, headers
+    bounded, idle keep-alive connections closed after 5 s, its access log off."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"]
+    config.read_timeout = READ_TIMEOUT_S
+    config.keep_alive_timeout = 5
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.backlog = 1024
+    config.accesslog = None
+    return config
+
+
+def run_server(app, host: str, port: int, stop=None) -> None:
+    """Serves `app` until `stop()` (an async function) returns, or Ctrl-C."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    async def main():
+        forever = asyncio.Event()
+        await hypercorn_serve(app, server_config(host, port), shutdown_trigger=stop or forever.wait)
+
+    asyncio.run(main())
+
+
 @cli.main_wrapper
 def main(argv=None):
     args = parse_args(argv)
-    import uvicorn
-
+    cli.require_extra("serve", "starlette", "hypercorn", "flatbuffers")
     app, net = app_for_workdir(args.workdir, args.epoch, args.best, args.model)
     print(f"serving {net.arch} epoch {net.epoch} on http://{args.host}:{args.port}/",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                limit_concurrency=64, timeout_keep_alive=5)
+    try:
+        run_server(app, args.host, args.port)
+    except KeyboardInterrupt:
+        pass

@@ -10,9 +10,7 @@ docs/images/serve.png).
 import io
 import os
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -20,13 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jaxmnist.use import preprocess
-from jaxmnist.use import serve
+from jaxmnist.use import preprocess, serve
+from servers import running
 
 pytestmark = pytest.mark.xdist_group("trained_model")  # one trained model per process
 
 httpx = pytest.importorskip("httpx")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("hypercorn")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -34,29 +32,12 @@ PAD = 280  # the page's canvas, px
 CELL = PAD // 28
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(trained_workdir):
-    """(base URL, Model) of a live server; stopped (bounded) at the end of the module."""
+    """(base URL, Model) of a live server on the trained checkpoint."""
     app, model = serve.app_for_workdir(trained_workdir)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the server did not start within 30 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", model
-    server.should_exit = True
-    thread.join(timeout=10)
-    assert not thread.is_alive(), "server thread did not stop"
+    with running(app) as url:
+        yield url, model
 
 
 def post(url, **kwargs):
