@@ -137,3 +137,21 @@ def test_idle_and_half_sent_connections_do_not_lock_real_users_out():
         finally:
             for s in idle:
                 s.close()
+
+
+def test_serve_load_benchmark_tiny_run(tmp_path):
+    """benchmarks/serve_load.py against a live server: its JSON and table, no errors."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
+    spec = importlib.util.spec_from_file_location("serve_load", path)
+    serve_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_load)
+    out = tmp_path / "load.json"
+    with running(serve.create_app(stand_in)) as url:
+        code = serve_load.main(["--url", url, "--clients", "2", "--seconds", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0 and [r["body"] for r in report["results"]] == ["png", "json"]
+    for r in report["results"]:
+        assert r["requests"] > 0 and r["errors"] == {} and r["p50_ms"] <= r["p99_ms"]
