@@ -75,3 +75,21 @@ def test_xla_flags_are_set_only_where_jaxlib_knows_them(monkeypatch):
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.environ.get("JAX_COMPILATION_CACHE_DIR", "x"))
     machine.tune_process()
     assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_accelerator_extras_name_the_jax_range_and_constraints_pin_inside_it():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    jax_range = next(d for d in project["dependencies"] if re.match(r"jax[><=]", d))[len("jax"):]
+    for extra in ("cuda12", "cuda13", "tpu"):
+        (req,) = project["optional-dependencies"][extra]
+        assert req == f"jax[{extra}]{jax_range}", (extra, req)
+    pins = dict(line.split("==") for line in (root / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    low, high = re.match(r">=([\d.]+),<([\d.]+)", jax_range).groups()
+    version = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731
+    assert version(low) <= version(pins["jax"]) < version(high)
