@@ -181,3 +181,38 @@ def test_a_missing_optional_dependency_is_one_line_naming_the_extra(command, ext
     argv = ["--workdir", str(tmp_path)] + (["--out", str(tmp_path / "m")] if command == "export" else [])
     err = one_line_error(capsys, main, argv)
     assert module in err and f'pip install -e ".[{extra}]"' in err, err
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_need_no_tfds_with_an_idx_folder(mnist_dir, tmp_path):
+    """An image with JAX but without tensorflow-datasets and array-record (a CUDA
+    container): the IDX folder is read directly, and train and evaluate run."""
+    blocker = tmp_path / "block" / "sitecustomize.py"
+    blocker.parent.mkdir()
+    blocker.write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow_datasets', 'array_record'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import atexit, os\n"
+        "atexit.register(lambda: open(os.environ['SEEN'], 'a').write("
+        "str(sorted(m for m in sys.modules if m.startswith(('tensorflow', 'array_record')))) + '\\n'))\n")
+    seen = tmp_path / "seen.txt"
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent), "JAXMNIST_CACHE_DIR": str(tmp_path / "c"),
+           "SEEN": str(seen)}
+    workdir = str(tmp_path / "w")
+    train = subprocess.run([sys.executable, "-m", "jaxmnist.train", "--arch", "gap9k", "--epochs", "1",
+                            "--train-examples", "512", "--no-plots", "--no-progress",
+                            "--workdir", workdir, "--data-dir", mnist_dir],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr
+    report = evaluate(workdir, mnist_dir)  # the blocker is not on this one's path
+    assert report.returncode == 0, report.stderr
+    again = subprocess.run([sys.executable, "-m", "jaxmnist.evaluate", "--workdir", workdir,
+                            "--data-dir", mnist_dir, "--json"], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["models"] == json.loads(report.stdout)["models"]
+    assert seen.read_text().splitlines() == ["[]", "[]"]  # neither process imported them

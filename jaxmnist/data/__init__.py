@@ -43,8 +43,7 @@ def load(name="mnist", data_dir=None, val_examples=5000, source="auto", cache_di
     folder = data_dir_from_env_or(data_dir)
     expected = OFFICIAL_SHA256[name]
     if source == "auto":
-        has_tfds = importlib.util.find_spec("tensorflow_datasets") is not None
-        source = "tfds" if has_tfds or folder is None else "idx"
+        source = "tfds" if _installed("tensorflow_datasets") or folder is None else "idx"
     if source == "idx":
         if folder is None:
             raise DataError(f"source='idx' reads local files: {FIX_HINT}")
@@ -62,6 +61,13 @@ def read_idx_folder(folder, name="mnist") -> tuple[Split, Split]:
     _check_choice("dataset", name, DATASETS)
     train, test, _ = read_idx_files(idx_paths(folder), expected=None)
     return train, test
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _check_choice(what: str, value, valid: tuple[str, ...]) -> None:

@@ -147,3 +147,24 @@ def test_injected_storage_failure_is_one_line(monkeypatch, mnist_dir, tmp_path):
         assert "\n" not in message and reason in message, message
         assert "checkpoint of epoch 2" in message and "resumes from epoch 1" in message
         assert RunDir(str(tmp_path / "w"), read_only=True).epochs() == [1]
+
+
+def test_a_workdir_that_vanishes_mid_run_is_one_line(mnist_dir, tmp_path):
+    """The workdir deleted while the run trains epoch 2: one line naming the failure and
+    what to do, not a traceback."""
+    from jaxmnist import data
+    from jaxmnist.train import loop
+    from runs import SMALL, small_recipe, subset
+
+    workdir = tmp_path / "w"
+    ds = subset(data.load("mnist", mnist_dir, val_examples=0), **SMALL)
+    config = loop.RunConfig(recipe=small_recipe(), workdir=str(workdir), progress=False, plots=False)
+
+    def vanish(epoch, steps):
+        if epoch == 1 and workdir.exists():
+            shutil.rmtree(workdir)
+
+    with pytest.raises(RunError) as exc:
+        loop.train_and_evaluate(config, ds, log=lambda line: None, on_chunk=vanish)
+    message = str(exc.value)
+    assert "\n" not in message and "could not write" in message and "rerun the same command" in message
