@@ -215,6 +215,7 @@ def server_config(host: str, port: int):
     config.h11_max_incomplete_size = MAX_HEADER_BYTES
     config.backlog = 1024
     config.accesslog = None
+    config.loglevel = "WARNING"  # its start-up line repeats ours
     return config
 
 
