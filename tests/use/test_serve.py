@@ -219,6 +219,8 @@ def test_page_draws_a_real_digit_and_shows_the_right_class(served, browser, mnis
     shown = WebDriverWait(browser, 30).until(settled)
     message = browser.find_element(By.ID, "message").text
     assert message == ""
+    assert browser.find_element(By.ID, "unsure").text == ""  # a clear digit: no doubt shown
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-unsure") == "0"
     assert int(shown) == label, f"test digit {i} ({label}) drawn, page says {shown}"
     top = browser.find_element(By.CSS_SELECTOR, "#bars li.top .digit").text
     assert int(top) == label
@@ -246,3 +248,32 @@ def test_page_draws_a_real_digit_and_shows_the_right_class(served, browser, mnis
 
     browser.find_element(By.ID, "clear").click()
     assert browser.find_element(By.ID, "prediction").text == "\u2013"
+
+
+def test_page_says_when_it_is_unsure_and_names_the_runner_up(browser):
+    """A network that splits its belief 0.45 / 0.35 between 4 and 9: the page shows both,
+    marked unsure, instead of a bare '4'."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    belief = np.full(10, 0.025, np.float32)
+    belief[4], belief[9] = 0.45, 0.35
+
+    def torn(images):
+        return np.log(np.tile(belief, (len(images), 1)))
+
+    with running(serve.create_app(torn)) as url:
+        browser.get(url + "/")
+        pad = browser.find_element(By.ID, "pad")
+        actions = ActionBuilder(browser, duration=10)
+        actions.pointer_action.move_to(pad, -40, -60)
+        actions.pointer_action.pointer_down()
+        actions.pointer_action.move_to(pad, 0, 80)
+        actions.pointer_action.pointer_up()
+        actions.perform()
+        WebDriverWait(browser, 30).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-busy") == "0"
+            and d.find_element(By.ID, "prediction").text == "4")
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-unsure") == "1"
+        assert browser.find_element(By.ID, "unsure").text == "Not sure: 4 (45%) or 9 (35%)?"
