@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import sys
 
 from jaxmnist.messages import one_line, quiet_third_party
@@ -105,9 +106,18 @@ def main_wrapper(fn):
                   file=sys.stderr)
             sys.exit(130)
         except user_errors() as exc:
+            from jaxmnist.rundir import StorageError
             from jaxmnist.train.loop import NaNLoss
 
             print(f"error: {one_line(exc, limit=2000)}", file=sys.stderr)
-            sys.exit(EXIT_NAN if isinstance(exc, NaNLoss) else EXIT_USAGE)
+            code = EXIT_NAN if isinstance(exc, NaNLoss) else EXIT_USAGE
+            if isinstance(exc, StorageError):
+                # orbax's abandoned write threads would print their failures again while
+                # the interpreter shuts down; every file is atomic and the lock dies with
+                # the process, so nothing is lost by leaving at once
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            sys.exit(code)
 
     return wrapped

@@ -45,6 +45,10 @@ class RunError(RuntimeError):
     """A run that cannot start or go on; the message says what to do."""
 
 
+class StorageError(RunError):
+    """The filesystem refused a write (full, read-only, vanished); the run can resume."""
+
+
 class CheckpointError(RunError):
     """A checkpoint that is missing or unreadable; the message says what to do."""
 
@@ -155,7 +159,7 @@ class RunDir:
                 raise
             then = (f"it resumes from epoch {resumes_from}" if resumes_from
                     else "it starts the run afresh")
-            raise RunError(f"could not write {what} in {self.path} ({reason}); free space, or "
+            raise StorageError(f"could not write {what} in {self.path} ({reason}); free space, or "
                            f"make the directory exist and writable, and rerun the same command: "
                            f"{then}") from None
 
@@ -179,11 +183,15 @@ class RunDir:
         metrics = None if val is None else {"val_accuracy": float(np.mean(val))}
         try:  # a failure is reported once, by the caller: orbax's threads print it many times
             with quiet_logs(_ORBAX_LOGGERS), stderr_held():
-                self.manager.save(epoch, metrics=metrics, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
-                self.manager.wait_until_finished()
+                try:
+                    self.manager.save(epoch, metrics=metrics, args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+                    self.manager.wait_until_finished()
+                except Exception:
+                    time.sleep(0.5)  # its abandoned writes finish failing into the held stderr
+                    raise
         except Exception:
-            # its abandoned write tasks report again when they are collected, at exit
+            # what is left of them reports again when collected, at exit
             logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
             raise
 

@@ -3,9 +3,8 @@ with the same command, ends identical to an uninterrupted run (metrics and weigh
 
 The runs are `python -m jaxmnist.train` subprocesses (gap9k, 30,000 images, 3 epochs);
 a full disk is a 300 KB tmpfs mounted as the workdir where this machine allows mounting
-(root), and an injected orbax failure otherwise too. Kill -9, SIGTERM and the full disk
-are here; a damaged checkpoint is tests/train/test_loop.py's and tests/test_cli.py's,
-a second trainer tests/test_cli.py's.
+(root), and an injected orbax failure otherwise too: kill -9, SIGTERM, a full disk, a
+damaged checkpoint, a second trainer on the busy workdir, a workdir that vanishes.
 """
 
 import json
@@ -84,6 +83,42 @@ def test_a_killed_or_terminated_run_resumes_identical(sig, reference, mnist_dir,
     rerun = subprocess.run(train_cmd(workdir, mnist_dir), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed" in rerun.stdout and "epoch 1" in rerun.stdout
+    assert_same_outcome(workdir, reference)
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_rerun_ends_identical(reference, mnist_dir,
+                                                                          tmp_path):
+    workdir = tmp_path / "w"
+    subprocess.run(train_cmd(workdir, mnist_dir), check=True, capture_output=True, timeout=600)
+    for path in (workdir / "checkpoints" / "3" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: max(path.stat().st_size // 3, 1)])
+    rerun = subprocess.run(train_cmd(workdir, mnist_dir), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    warned = [line for line in rerun.stdout.splitlines() if "unreadable" in line]
+    assert len(warned) == 1 and "epoch 3" in warned[0] and (workdir / "corrupt").is_dir()
+    assert_same_outcome(workdir, reference)
+
+
+def test_a_second_trainer_is_refused_and_the_killed_first_resumes_identical(reference, mnist_dir,
+                                                                            tmp_path):
+    workdir = tmp_path / "w"
+    first = subprocess.Popen(train_cmd(workdir, mnist_dir), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(3000):
+            if (workdir / "checkpoints" / "1").is_dir() or first.poll() is not None:
+                break
+            time.sleep(0.05)
+        second = subprocess.run(train_cmd(workdir, mnist_dir), capture_output=True, text=True,
+                                timeout=300)
+        assert first.poll() is None, "the first trainer ended before the second started"
+        assert second.returncode == 2 and f"in use by process {first.pid}" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    rerun = subprocess.run(train_cmd(workdir, mnist_dir), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
     assert_same_outcome(workdir, reference)
 
 
