@@ -77,12 +77,6 @@ def load_average() -> list[float] | None:
         return None
 
 
-def jax_devices() -> list[str]:
-    import jax
-
-    return [f"{d.platform}:{d.device_kind}:{d.id}" for d in jax.devices()]
-
-
 def machine_info(with_jax: bool = True) -> dict[str, Any]:
     """What a reader needs to compare two result files: `jaxmnist.machine.describe()`
     (which imports jax, with `with_jax`) and the benchmark's own context."""

@@ -155,7 +155,7 @@ def jax_worker(args, recipe_dict: dict) -> dict:
                        "elapsed_s": running})
     return {"impl": "jaxmnist", "data_load_s": data_s, "epochs": epochs, "seed": args.seed,
             "first_step_s": first_step[0] if first_step else None,
-            "info": {"device": common.jax_devices(), "jax": jax.__version__,
+            "info": {"device": common.machine.devices(), "jax": jax.__version__,
                      "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
                      "compile_cache": os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "true")}}
 

@@ -28,9 +28,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="show third-party libraries' warnings (filtered to errors by default)")
 
 
-class _DeprecatedStep(argparse.Action):
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's destination and says, on
+    stderr, which flag to use (`const`)."""
+
     def __call__(self, parser, namespace, values, option_string=None):
-        print("warning: --step is deprecated; use --epoch", file=sys.stderr)
+        print(f"warning: {option_string} is deprecated; use {self.const}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
@@ -40,7 +43,7 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--epoch", type=int, default=None,
                        help="the checkpoint of this epoch (default: the latest)")
-    which.add_argument("--step", type=int, dest="epoch", action=_DeprecatedStep,
+    which.add_argument("--step", type=int, dest="epoch", action=DeprecatedAlias, const="--epoch",
                        help=argparse.SUPPRESS)
     which.add_argument("--best", action="store_true", help="checkpoint with the best validation accuracy")
     parser.add_argument("--model", type=int, default=0, help="which model of a multi-seed run")

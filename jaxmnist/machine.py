@@ -212,10 +212,15 @@ def describe(with_jax: bool = True) -> dict:
         "huge_pages": "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""),
     }
     if with_jax:
-        import jax
-
-        info["device"] = [f"{d.platform}:{d.device_kind}:{d.id}" for d in jax.devices()]
+        info["device"] = devices()
     return info
+
+
+def devices() -> list[str]:
+    """JAX's devices as platform:kind:id (imports jax)."""
+    import jax
+
+    return [f"{d.platform}:{d.device_kind}:{d.id}" for d in jax.devices()]
 
 
 def _cores() -> int:

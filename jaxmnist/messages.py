@@ -21,6 +21,13 @@ _THIRD_PARTY_MODULES = (r"(absl|orbax|jax|jaxlib|tensorflow|tensorflow_datasets|
 MAX_LINE = 200
 
 
+def to_stderr(message: str) -> None:
+    """A log function for messages that are not the command's output."""
+    import sys
+
+    print(message, file=sys.stderr)
+
+
 def one_line(exc: BaseException, limit: int = MAX_LINE) -> str:
     """An exception's message on one line (whitespace collapsed), at most `limit` chars."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -55,7 +62,7 @@ def quiet_logs(names=("absl", "orbax"), level: int = logging.CRITICAL + 1) -> It
 
 
 @contextlib.contextmanager
-def stderr_held() -> Iterator[list]:
+def stderr_held() -> Iterator[None]:
     """Holds what anything in the process (Python or C++ threads) writes to file
     descriptor 2 within the block. On success it is written out afterwards; when the
     block raises it is dropped, unless the third-party loggers are verbose: the caller
@@ -65,12 +72,11 @@ def stderr_held() -> Iterator[list]:
 
     sys.stderr.flush()
     saved = os.dup(2)
-    held: list = []
     with tempfile.TemporaryFile() as buffer:
         os.dup2(buffer.fileno(), 2)
         ok = False
         try:
-            yield held
+            yield
             ok = True
         finally:
             sys.stderr.flush()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 
 CHOICES = ("auto", "plain", "cpu")
@@ -64,20 +63,15 @@ def default_steps_per_call(backend: str | None = None) -> int:
     return 1 if backend == "cpu" else ACCELERATOR_STEPS_PER_CALL
 
 
-class _Deprecated(argparse.Action):
-    """--kernels: stores into --lowering's destination and says it is deprecated."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"warning: {option_string} is deprecated; use --lowering", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def add_arguments(parser: argparse.ArgumentParser, steps_per_call: bool = True) -> None:
     parser.add_argument("--lowering", choices=CHOICES, default=None,
                         help=f"lowering of the network: plain (standard ops, for GPU/TPU), cpu "
                              f"(CPU-specific kernels) or auto: cpu on a CPU backend, else plain "
                              f"(default: ${ENV}, else auto)")
-    parser.add_argument("--kernels", choices=CHOICES, dest="lowering", action=_Deprecated,
+    from jaxmnist.cli import DeprecatedAlias
+
+    parser.add_argument("--kernels", choices=CHOICES, dest="lowering", action=DeprecatedAlias,
+                        const="--lowering",
                         help=argparse.SUPPRESS)
     if steps_per_call:
         parser.add_argument("--steps-per-call", type=int, default=None,

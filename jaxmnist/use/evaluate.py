@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jaxmnist import cli
+from jaxmnist.messages import to_stderr
 from jaxmnist.nets import lowering as lowering_lib
 
 
@@ -34,13 +35,10 @@ def confusion_matrix(labels, predictions, classes: int = 10) -> np.ndarray:
     return m
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
 
 def evaluate_workdir(workdir: str, epoch: int | None = None, best: bool = False,
                      data_dir: str | None = None, dataset: str | None = None,
-                     log: Callable[[str], Any] = _stderr, lowering: str | None = None):
+                     log: Callable[[str], Any] = to_stderr, lowering: str | None = None):
     """(report dict, per-model predictions) for one checkpoint of a workdir.
 
     Read-only: nothing in the workdir is moved or written. If the latest checkpoint is

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from typing import Any, Callable
 
 import jax
@@ -18,13 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmnist import nets
+from jaxmnist.messages import to_stderr
 from jaxmnist.rundir import RunDir
 from jaxmnist.train import state as state_lib, step as step_lib
 from jaxmnist.train.recipes import Recipe
 
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +97,7 @@ class Restored:
 
 
 def restore(workdir: str, epoch: int | None = None, best: bool = False,
-            log: Callable[[str], Any] = _stderr) -> Restored:
+            log: Callable[[str], Any] = to_stderr) -> Restored:
     """The checkpoint of `workdir` at `epoch`, or best by validation, or the latest
     readable one, restored onto this machine's first device without changing the workdir
     (the one loader evaluate, predict, export and serve share)."""
